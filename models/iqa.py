@@ -1,0 +1,119 @@
+"""The quality model: backbone -> head -> one score per image, shape (B,).
+
+The default head follows the seed prototype: project features to an
+embedding, L2-normalise it, and score an image by its cosine similarity to a
+learnable "positive" direction, so scores live in [-1, 1] like the targets
+(each dataset's scale mapped to [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from avalanche.models import MultiTaskModule
+from torch import nn
+
+from benchmarks.errors import UserError
+
+from .backbones import build_backbone
+
+HEADS = ("similarity", "regression")
+
+
+class SimilarityHead(nn.Module):
+    """Cosine similarity between the normalised embedding and a learnable direction."""
+
+    def __init__(self, in_features: int, embed_dim: int = 128):
+        super().__init__()
+        self.proj = nn.Linear(in_features, embed_dim)
+        self.positive = nn.Parameter(torch.randn(embed_dim) / math.sqrt(embed_dim))
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(features), p=2, dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.embed(features) @ F.normalize(self.positive, p=2, dim=0)
+
+
+class RegressionHead(nn.Module):
+    """A plain linear score, the usual alternative to the similarity head."""
+
+    def __init__(self, in_features: int, embed_dim: int = 128):
+        super().__init__()
+        self.fc = nn.Linear(in_features, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features).squeeze(-1)
+
+
+def make_head(kind: str, in_features: int, embed_dim: int) -> nn.Module:
+    if kind == "similarity":
+        return SimilarityHead(in_features, embed_dim)
+    if kind == "regression":
+        return RegressionHead(in_features, embed_dim)
+    raise UserError(f"unknown head '{kind}'; choose one of {list(HEADS)}")
+
+
+class IQAModel(nn.Module):
+    """One shared head: the model never sees a task label (domain-incremental)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class MultiHeadIQAModel(MultiTaskModule):
+    """Shared backbone, one head per task label, chosen by the label at test time.
+
+    A new task's head starts as a copy of the initial head, so every task
+    starts from the same point.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.initial_head = copy.deepcopy(head)
+        self.heads = nn.ModuleDict({"0": head})
+
+    def adaptation(self, experience) -> None:
+        # Not super().adaptation: that one assumes class labels.
+        for t in experience.task_labels:
+            if str(t) not in self.heads:
+                device = next(self.backbone.parameters()).device
+                self.heads[str(t)] = copy.deepcopy(self.initial_head).to(device)
+        if self.training:
+            self.known_train_tasks_labels |= set(experience.task_labels)
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        if str(task_label) not in self.heads:
+            raise UserError(f"no head for task label {task_label}; train on that task first")
+        return self.heads[str(task_label)](self.backbone(x))
+
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
+        if isinstance(task_labels, int):
+            return self.forward_single_task(x, task_labels)
+        out = torch.empty(x.shape[0], device=x.device)
+        for task in torch.unique(task_labels):
+            mask = task_labels == task
+            out[mask] = self.forward_single_task(x[mask], int(task.item()))
+        return out
+
+
+def build_model(backbone: str = "mobilenet_v2", pretrained: bool = False,
+                head: str = "similarity", embed_dim: int = 128,
+                heads: str = "shared") -> nn.Module:
+    """A quality model by name; `heads="per_task"` gives the task-aware variant."""
+    net, features = build_backbone(backbone, pretrained)
+    first = make_head(head, features, embed_dim)
+    if heads == "shared":
+        return IQAModel(net, first)
+    if heads == "per_task":
+        return MultiHeadIQAModel(net, first)
+    raise UserError(f"unknown model.heads '{heads}'; choose 'shared' or 'per_task'")

@@ -1,0 +1,90 @@
+"""Strategies by name: `@register_strategy("name")` on a factory of plugins.
+
+A factory's typed, defaulted parameters *are* the strategy's hyperparameters
+(`strategy.<param>` in a config). It returns a `StrategyParts`: the Avalanche
+plugins to add to the training template and, if the strategy needs one, a
+function that wraps the model. The registry also records the protocol
+(`stream`, or `joint` for a model trained on everything at once) and whether
+the strategy uses the experience's task label at test time; the runner
+branches on those, never on a strategy's name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from benchmarks.errors import UserError
+
+
+@dataclass
+class StrategyParts:
+    plugins: list = field(default_factory=list)
+    wrap_model: Callable | None = None
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    factory: Callable[..., StrategyParts]
+    protocol: str
+    uses_task_labels: bool
+    params: dict[str, tuple[type, Any]]  # name -> (type, default)
+    doc: str
+
+
+STRATEGIES: dict[str, StrategySpec] = {}
+
+
+def register_strategy(name: str, *, protocol: str = "stream",
+                      uses_task_labels: bool = False) -> Callable:
+    """Register a factory; every parameter must have a type hint and a default."""
+    if protocol not in ("stream", "joint"):
+        raise ValueError(f"protocol must be 'stream' or 'joint', got {protocol!r}")
+
+    def wrap(fn: Callable[..., StrategyParts]) -> Callable[..., StrategyParts]:
+        hints = get_type_hints(fn)
+        params = {}
+        for p in inspect.signature(fn).parameters.values():
+            if p.default is inspect.Parameter.empty or p.name not in hints:
+                raise TypeError(f"strategy '{name}': parameter '{p.name}' needs a type and a "
+                                "default")
+            params[p.name] = (hints[p.name], p.default)
+        doc = inspect.getdoc(fn) or ""
+        STRATEGIES[name] = StrategySpec(name, fn, protocol, uses_task_labels, params,
+                                        doc.splitlines()[0] if doc else "")
+        return fn
+
+    return wrap
+
+
+def _coerce(strategy: str, key: str, value: Any, typ: type) -> Any:
+    ok = {
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        bool: lambda v: isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(typ)
+    if ok is not None and not ok(value):
+        raise UserError(f"strategy.{key} = {value!r}: '{strategy}' expects {typ.__name__}")
+    return float(value) if typ is float else value
+
+
+def get_strategy(name: str) -> StrategySpec:
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy '{name}'; choose one of {sorted(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def make_strategy(name: str, **hparams: Any) -> StrategyParts:
+    """Build a strategy; an unknown hyperparameter is an error listing the valid ones."""
+    spec = get_strategy(name)
+    unknown = sorted(set(hparams) - set(spec.params))
+    if unknown:
+        raise UserError(
+            f"strategy '{name}' has no hyperparameter {unknown}; valid: {sorted(spec.params)}"
+        )
+    args = {k: _coerce(name, k, v, spec.params[k][0]) for k, v in hparams.items()}
+    return spec.factory(**args)
