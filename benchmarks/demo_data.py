@@ -126,4 +126,5 @@ def make_demo_data(out: str | Path, *, n_ava: int = 600, n_eva: int = 360, size:
         writer = csv.writer(fh, quoting=csv.QUOTE_ALL)
         writer.writerow(["image_id", "sort"])
         writer.writerows(sorted(categories))
+    (out / ".complete").write_text(f"seed={seed} n_ava={n_ava} n_eva={n_eva}\n")
     return {"AVA": n_ava, "EVA": n_eva}

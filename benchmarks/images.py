@@ -49,7 +49,7 @@ def resolve_images(frame: pd.DataFrame, root: Path,
     root = Path(root).resolve()
     index = index_images(root) if index is None else index
     files, reasons = [], []
-    for image_id, rel in zip(frame["image_id"], frame["path"]):
+    for image_id, rel in zip(frame["image_id"], frame["path"], strict=False):
         file, size, reason = None, 0, ""
         if rel:
             candidate = (root / rel).resolve()

@@ -211,7 +211,8 @@ def _eva_categories(root: Path, entry: dict) -> dict[str, str]:
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
         raise UserError(f"{path}, line {row + 2}: category {sort.iloc[row]} is not 1..6")
-    return {i.strip(): EVA_CATEGORIES[int(s)] for i, s in zip(frame["image_id"], sort)}
+    ids = frame["image_id"].str.strip()
+    return {i: EVA_CATEGORIES[int(s)] for i, s in zip(ids, sort, strict=True)}
 
 
 def _bad_line(source: Path, expected: int) -> Callable:
@@ -259,7 +260,7 @@ def read_ava(entry: dict, root: Path) -> LabelTable:
                     f"{source}, line {lineno}: image {fields[1]} has no valid votes "
                     f"({counts}); fix or remove that line"
                 )
-            score = sum(k * c for k, c in zip(range(1, 11), counts)) / total
+            score = sum(k * c for k, c in zip(range(1, 11), counts, strict=False)) / total
             rows.append((fields[1], score, lineno))
     frame = pd.DataFrame(rows, columns=["image_id", "score", "line"])
     dup = frame["image_id"].duplicated()

@@ -98,7 +98,7 @@ def summary(matrix: Array, initial: Array,
         "acc": float(R[last].mean()),
         "bwt": _mean([R[last, j] - R[j, j] for j in range(last)]),
         "fwt": _mean([R[j - 1, j] - b[j] for j in range(1, T)]),
-        "forgetting": _mean([max(R[l, j] - R[last, j] for l in range(j, last))
+        "forgetting": _mean([max(R[k, j] - R[last, j] for k in range(j, last))
                              for j in range(last)]),
         "mpi": float(np.mean(np.diag(R))),
         "msi": None,

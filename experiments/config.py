@@ -80,6 +80,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         if not isinstance(user, dict):
             raise UserError(f"{path}: the config must be a mapping of keys to values")
     config = merge(DEFAULTS, user, "")
+    config["stream"] = [merge_entry(e, i) for i, e in enumerate(config["stream"])]
     for item in overrides:
         config = apply_override(config, item)
     validate(config)

@@ -158,5 +158,6 @@ def run(config: dict, out: str | Path) -> dict:
     return write_run(
         out, config=config, stream=stream, test=test, val=val if evaluate_val else None,
         protocol=spec.protocol, uses_task_labels=uses_task_labels,
-        train_loss=trainer.losses.per_experience, wall_time_s=time.time() - started, device=str(device),
+        train_loss=trainer.losses.per_experience, wall_time_s=time.time() - started,
+        device=str(device),
     )

@@ -1,0 +1,42 @@
+# One command each for a new user: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DATA ?= data/demo
+RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install weights demo-data demo test test-slow lint models clean
+
+# torch/torchvision/avalanche versions are pinned in constraints.txt (known to work together).
+$(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+weights: install
+	$(BIN)/iqacl fetch-weights
+
+$(DEMO_DATA)/.complete: | $(BIN)/.installed
+	$(BIN)/iqacl demo-data $(DEMO_DATA)
+
+demo-data: $(DEMO_DATA)/.complete
+
+demo: weights demo-data
+	$(BIN)/iqacl run experiments/configs/demo.yaml --out $(RUN_DIR)
+
+test: weights
+	$(BIN)/python -m pytest -q
+
+test-slow: weights
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check .
+
+models: install
+	$(BIN)/iqacl models
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
