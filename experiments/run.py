@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,11 +104,13 @@ def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
     optimizer = torch.optim.Adam(model.parameters(), lr=train["lr"],
                                  weight_decay=train["weight_decay"])
     loggers = [InteractiveLogger()] if config["log"]["progress"] else []
-    evaluator = EvaluationPlugin(
-        *correlation_metrics(evalc["plcc_fit"]),
-        loss_metrics(epoch=True),
-        loggers=loggers,
-    )
+    with warnings.catch_warnings():  # "no loggers" is a choice here (log.progress=false)
+        warnings.simplefilter("ignore")
+        evaluator = EvaluationPlugin(
+            *correlation_metrics(evalc["plcc_fit"]),
+            loss_metrics(epoch=True),
+            loggers=loggers,
+        )
     recorder, losses = PredictionRecorder(), EpochLoss()
     strategy = SupervisedTemplate(
         model=model, optimizer=optimizer,
