@@ -9,10 +9,12 @@ from conftest import jpeg, write
 
 from benchmarks.errors import UserError
 from benchmarks.images import resolve_images
-from benchmarks.labels import EVA_VOTE_COLUMNS, read_labels
+from benchmarks.labels import read_labels
 from benchmarks.stream import load_experiences
 
-EVA_HEADER = "=".join(EVA_VOTE_COLUMNS)  # image_id=user_id=score=...=vote_time=1=2=3=4
+# The real header, written out (not taken from the code under test).
+EVA_HEADER = ("image_id=user_id=score=difficulty=visual=composition=quality=semantic="
+              "vote_time=1=2=3=4")
 
 
 def vote(image_id, user, score):
