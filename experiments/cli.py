@@ -21,6 +21,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for metric in ("srcc", "plcc"):
         print(format_matrix(results, metric))
         print()
+    print(f"task labels at test time: {'yes' if results['uses_task_labels'] else 'no'}; "
+          f"PLCC: {results['plcc']}")
     print(f"results: {out / 'results.json'}")
     return 0
 
