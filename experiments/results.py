@@ -167,15 +167,16 @@ def format_matrix(results: dict, metric: str = "srcc") -> str:
     """The forgetting matrix as a plain-text table (rows: after training; cols: evaluated on)."""
     names = results["experiences"]
     width = max(10, *(len(n) + 2 for n in names))
-    head = f"{metric.upper():<14}" + "".join(f"{n:>{width}}" for n in names)
+    label = max(14, *(len(n) + 7 for n in names))
+    head = f"{metric.upper():<{label}}" + "".join(f"{n:>{width}}" for n in names)
     lines = [head]
 
     def cells(values):
         return "".join(f"{'—' if v is None else f'{v:.3f}':>{width}}" for v in values)
 
-    lines.append(f"{'initial':<14}" + cells(results["initial"][metric]))
+    lines.append(f"{'initial':<{label}}" + cells(results["initial"][metric]))
     for i, row in enumerate(results["matrices"][metric]):
-        lines.append(f"{'after ' + names[i]:<14.14}" + cells(row))
+        lines.append(f"{'after ' + names[i]:<{label}}" + cells(row))
     s = results["summary"][metric]
     lines.append("  ".join(f"{k.upper()} {'—' if v is None else f'{v:+.3f}'}"
                            for k, v in s.items()))
