@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Avalanche imports qpsolvers, which warns about solvers no strategy here uses.
+    warnings.filterwarnings("ignore", message="no QP solver found")
     from benchmarks.errors import UserError
 
     try:
