@@ -74,6 +74,9 @@ CORRELATIONS: dict[str, Callable[[Array, Array], float]] = {
 }
 
 
+SUMMARY_KEYS = ("acc", "bwt", "fwt", "forgetting", "mpi", "msi", "mpsi")
+
+
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 

@@ -179,6 +179,15 @@ def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups) -> Avalan
     )
 
 
+def joint_experience(stream: Stream):
+    """One experience holding every experience's training data (the joint protocol)."""
+    data = [exp.dataset for exp in stream.benchmark.train_stream]
+    union = data[0].concat(data[1]) if len(data) > 1 else data[0]
+    for more in data[2:]:
+        union = union.concat(more)
+    return with_task_labels(benchmark_from_datasets(train=[union])).train_stream[0]
+
+
 def build_stream(entries: Sequence[dict], *, seed: int = 0, image_size: int = 224,
                  test_fraction: float = 0.2, val_fraction: float = 0.1,
                  crop_scale: Sequence[float] = (0.5, 1.0)) -> Stream:

@@ -14,6 +14,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
 
     config = load_config(args.config, args.overrides)
+    if args.plugins:
+        from strategies import load_strategy_file
+
+        for path in args.plugins:
+            load_strategy_file(path)
     out = Path(args.out) if args.out else default_run_dir(args.config, config)
     from .results import format_matrix
     from .run import run
@@ -60,10 +65,13 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
-    from strategies import STRATEGIES
+    from strategies import STRATEGIES, load_strategy_file
+    from strategies.registry import type_name
 
+    for path in args.plugins:
+        load_strategy_file(path)
     for spec in STRATEGIES.values():
-        params = ", ".join(f"{k}: {t.__name__} = {d!r}" for k, (t, d) in spec.params.items())
+        params = ", ".join(f"{k}: {type_name(t)} = {d!r}" for k, (t, d) in spec.params.items())
         print(f"{spec.name:<12} protocol={spec.protocol:<7} task_labels_at_test="
               f"{'yes' if spec.uses_task_labels else 'no':<4} {params or '(none)'}")
         print(f"{'':<12} {spec.doc}")
@@ -79,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML config, e.g. experiments/configs/demo.yaml")
     r.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     r.add_argument("--out", help="RUN_DIR (default: runs/<config>-<strategy>-s<seed>-<time>)")
+    r.add_argument("--plugins", action="append", default=[], metavar="FILE.py",
+                   help="a Python file that registers strategies (repeatable)")
     r.set_defaults(fn=cmd_run)
 
     d = sub.add_parser("demo-data", help="write a small EVA + AVA pair in the real formats")
@@ -98,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(fn=cmd_fetch_weights)
 
     s = sub.add_parser("strategies", help="list strategies and their hyperparameters")
+    s.add_argument("--plugins", action="append", default=[], metavar="FILE.py")
     s.set_defaults(fn=cmd_strategies)
     return p
 
@@ -113,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Avalanche imports qpsolvers, which warns about solvers no strategy here uses.
     warnings.filterwarnings("ignore", message="no QP solver found")
+    # Avalanche 0.6 calls its own deprecated APIs (e.g. ReplayPlugin -> storage.update).
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"avalanche\.")
     from benchmarks.errors import UserError
 
     try:

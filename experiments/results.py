@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.metrics import CORRELATIONS, plcc, summary
+from benchmarks.metrics import CORRELATIONS, SUMMARY_KEYS, plcc, summary
 from benchmarks.stream import ExperienceData, Stream
 
 PACKAGES = ("torch", "torchvision", "avalanche-lib", "numpy", "scipy", "pandas", "pillow",
@@ -106,13 +106,17 @@ def versions() -> dict[str, str]:
     return out
 
 
-def compute_results(test: StagePredictions, plcc_fit: str) -> dict:
+def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stream") -> dict:
+    """Matrices, initial rows and summaries; a joint run has one row and only ACC."""
     matrices = {m: test.matrix(m, plcc_fit) for m in CORRELATIONS}
     initial = {m: test.row("initial", m, plcc_fit) for m in CORRELATIONS}
     stage_preds = test.stage_predictions()
     summaries = {}
     for m, fn in CORRELATIONS.items():
-        summaries[m] = summary(matrices[m], initial[m], stage_preds, corr=fn)
+        if protocol == "joint":
+            summaries[m] = {**dict.fromkeys(SUMMARY_KEYS), "acc": float(np.mean(matrices[m][0]))}
+        else:
+            summaries[m] = summary(matrices[m], initial[m], stage_preds, corr=fn)
     return {"matrices": matrices, "initial": initial, "summary": summaries}
 
 
@@ -148,7 +152,7 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "experiences": names,
         "task_labels": [e.task_label for e in stream.experiences],
         "scales": {e.name: list(e.scale) for e in stream.experiences},
-        **compute_results(test, plcc_fit),
+        **compute_results(test, plcc_fit, protocol),
         "validation": ({"matrices": {m: val.matrix(m, plcc_fit) for m in CORRELATIONS}}
                        if val is not None and val.stages else None),
         "counts": {e.name: e.counts() for e in stream.experiences},
@@ -176,7 +180,8 @@ def format_matrix(results: dict, metric: str = "srcc") -> str:
 
     lines.append(f"{'initial':<{label}}" + cells(results["initial"][metric]))
     for i, row in enumerate(results["matrices"][metric]):
-        lines.append(f"{'after ' + names[i]:<{label}}" + cells(row))
+        stage = "after joint" if results["protocol"] == "joint" else "after " + names[i]
+        lines.append(f"{stage:<{label}}" + cells(row))
     s = results["summary"][metric]
     lines.append("  ".join(f"{k.upper()} {'—' if v is None else f'{v:+.3f}'}"
                            for k, v in s.items()))

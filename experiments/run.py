@@ -24,9 +24,9 @@ from avalanche.training.templates import SupervisedTemplate
 
 from benchmarks.errors import UserError
 from benchmarks.metric_plugins import PredictionRecorder, correlation_metrics
-from benchmarks.stream import Stream, build_stream
+from benchmarks.stream import Stream, build_stream, joint_experience
 from models import IQALoss, build_model
-from strategies import get_strategy, make_strategy
+from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 
 from .results import StagePredictions, write_run
 
@@ -122,6 +122,60 @@ def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
     return Trainer(strategy, recorder, losses, config["data"]["num_workers"])
 
 
+@dataclass
+class Benchmark:
+    """Everything one run builds, ready to train: the stream, the strategy, the trainer."""
+
+    config: dict
+    spec: StrategySpec
+    parts: StrategyParts
+    stream: Stream
+    trainer: Trainer
+    device: torch.device
+
+    @property
+    def uses_task_labels(self) -> bool:
+        return self.spec.uses_task_labels or self.config["model"]["heads"] == "per_task"
+
+
+def prepare(config: dict) -> Benchmark:
+    """Build stream, model, strategy and trainer; every bad-input error happens here."""
+    seed_everything(config["seed"])
+    spec = get_strategy(config["strategy"]["name"])
+    hparams = {k: v for k, v in config["strategy"].items() if k != "name"}
+    parts = make_strategy(spec.name, **hparams)
+    device = pick_device(config["train"]["device"])
+    stream = stream_from_config(config)
+    model = model_from_config(config)
+    if parts.wrap_model is not None:
+        model = parts.wrap_model(model)
+    trainer = make_trainer(config, model, parts.plugins, device)
+    return Benchmark(config, spec, parts, stream, trainer, device)
+
+
+def train_and_evaluate(bench: Benchmark) -> tuple[StagePredictions, StagePredictions | None]:
+    """Evaluate all test sets before training and after each step (stream or joint)."""
+    stream, trainer = bench.stream, bench.trainer
+    bm = stream.benchmark
+    evaluate_val = bench.config["eval"]["validation"] and all(
+        len(e.split.val) for e in stream.experiences)
+    test = StagePredictions(stream.experiences)
+    val = StagePredictions(stream.experiences)
+    test.add("initial", trainer.evaluate(bm.test_stream))
+    if bench.spec.protocol == "joint":
+        # One model on the union of all training sets; one evaluation row.
+        steps = [("joint", joint_experience(stream), "all experiences")]
+    else:
+        steps = [(f"after_{i}", exp, stream.names[i]) for i, exp in enumerate(bm.train_stream)]
+    for stage, experience, name in steps:
+        log.info("training on %s", name)
+        trainer.train(experience)
+        test.add(stage, trainer.evaluate(bm.test_stream))
+        if evaluate_val:
+            val.add(stage, trainer.evaluate(bm.valid_stream))
+    return test, (val if evaluate_val else None)
+
+
 def run(config: dict, out: str | Path) -> dict:
     """Run one benchmark described by a validated config; write RUN_DIR; return results."""
     out = Path(out)
@@ -129,38 +183,11 @@ def run(config: dict, out: str | Path) -> dict:
         raise UserError(f"{out} already holds a finished run (results.json); choose another "
                         "--out, or delete that folder to redo it")
     started = time.time()
-    seed_everything(config["seed"])
-    spec = get_strategy(config["strategy"]["name"])
-    if spec.protocol != "stream":
-        raise UserError(f"strategy '{spec.name}' uses the '{spec.protocol}' protocol, which "
-                        "this version of the runner does not support yet")
-    hparams = {k: v for k, v in config["strategy"].items() if k != "name"}
-    parts = make_strategy(spec.name, **hparams)
-    device = pick_device(config["train"]["device"])
-    # Everything that can fail on bad input happens before RUN_DIR is touched.
-    stream = stream_from_config(config)
-    model = model_from_config(config)
-    if parts.wrap_model is not None:
-        model = parts.wrap_model(model)
-    trainer = make_trainer(config, model, parts.plugins, device)
-    bm = stream.benchmark
-    evaluate_val = config["eval"]["validation"] and all(len(e.split.val) for e in
-                                                          stream.experiences)
-
-    test = StagePredictions(stream.experiences)
-    val = StagePredictions(stream.experiences)
-    test.add("initial", trainer.evaluate(bm.test_stream))
-    for i, experience in enumerate(bm.train_stream):
-        log.info("training on experience %d: %s", i, stream.names[i])
-        trainer.train(experience)
-        test.add(f"after_{i}", trainer.evaluate(bm.test_stream))
-        if evaluate_val:
-            val.add(f"after_{i}", trainer.evaluate(bm.valid_stream))
-
-    uses_task_labels = spec.uses_task_labels or config["model"]["heads"] == "per_task"
+    bench = prepare(config)  # nothing is written before this succeeds
+    test, val = train_and_evaluate(bench)
     return write_run(
-        out, config=config, stream=stream, test=test, val=val if evaluate_val else None,
-        protocol=spec.protocol, uses_task_labels=uses_task_labels,
-        train_loss=trainer.losses.per_experience, wall_time_s=time.time() - started,
-        device=str(device),
+        out, config=config, stream=bench.stream, test=test, val=val,
+        protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
+        train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
+        device=str(bench.device),
     )

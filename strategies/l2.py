@@ -9,22 +9,28 @@ from __future__ import annotations
 import torch
 from avalanche.core import SupervisedPlugin
 
+from .state import StateMixin
 
-class L2Plugin(SupervisedPlugin):
+
+class L2Plugin(StateMixin, SupervisedPlugin):
+    state_attrs = ("anchors",)
+
     def __init__(self, l2_lambda: float):
         super().__init__()
         self.l2_lambda = l2_lambda
         self.anchors: dict[str, torch.Tensor] = {}
 
-    def before_backward(self, strategy, **kwargs) -> None:
-        if not self.anchors:
-            return
-        penalty = strategy.loss.new_zeros(())
-        for name, param in strategy.model.named_parameters():
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor:
+        total = torch.zeros(())
+        for name, param in model.named_parameters():
             anchor = self.anchors.get(name)
             if anchor is not None and anchor.shape == param.shape:
-                penalty = penalty + ((param - anchor) ** 2).sum()
-        strategy.loss += 0.5 * self.l2_lambda * penalty
+                total = total.to(param.device) + ((param - anchor) ** 2).sum()
+        return 0.5 * self.l2_lambda * total
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        if self.anchors:
+            strategy.loss += self.penalty(strategy.model)
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         self.anchors = {n: p.detach().clone() for n, p in strategy.model.named_parameters()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from benchmarks.errors import UserError
 
@@ -60,16 +60,27 @@ def register_strategy(name: str, *, protocol: str = "stream",
     return wrap
 
 
-def _coerce(strategy: str, key: str, value: Any, typ: type) -> Any:
-    ok = {
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        bool: lambda v: isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-    }.get(typ)
-    if ok is not None and not ok(value):
-        raise UserError(f"strategy.{key} = {value!r}: '{strategy}' expects {typ.__name__}")
-    return float(value) if typ is float else value
+_CHECKS = {
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    bool: lambda v: isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+    list: lambda v: isinstance(v, list),
+}
+
+
+def type_name(typ: Any) -> str:
+    return " | ".join(t.__name__ for t in get_args(typ)) if get_args(typ) else typ.__name__
+
+
+def _coerce(strategy: str, key: str, value: Any, typ: Any) -> Any:
+    """Check a hyperparameter against its type hint (a type or a union of types)."""
+    options = get_args(typ) or (typ,)
+    for option in options:
+        check = _CHECKS.get(option)
+        if check is None or check(value):
+            return float(value) if option is float else value
+    raise UserError(f"strategy.{key} = {value!r}: '{strategy}' expects {type_name(typ)}")
 
 
 def get_strategy(name: str) -> StrategySpec:

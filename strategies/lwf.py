@@ -1,0 +1,77 @@
+"""Learning without Forgetting for scores.
+
+Avalanche's LwFPlugin distils softmax over class units, meaningless for one
+scalar score. Here the previous model's *scores* on the new data are the
+teacher: MSE to them, plus optionally a ranking term that keeps their order.
+With per-task heads, every earlier task's head is distilled on the new data.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
+from avalanche.models import MultiTaskModule
+
+from models.loss import pairwise_ranking_loss
+
+from .registry import StrategyParts, register_strategy
+
+
+class ScoreLwFPlugin(SupervisedPlugin):
+    def __init__(self, alpha: float = 1.0, ranking_weight: float = 0.0, margin: float = 0.1):
+        super().__init__()
+        self.alpha = alpha
+        self.ranking_weight = ranking_weight
+        self.margin = margin
+        self.prev_model: torch.nn.Module | None = None
+        self._pending_state: dict | None = None
+
+    def distillation(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        loss = self.alpha * F.mse_loss(new, old)
+        if self.ranking_weight:
+            loss = loss + self.ranking_weight * pairwise_ranking_loss(new, old, self.margin)
+        return loss
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        if self.prev_model is None:
+            return
+        x = strategy.mb_x
+        if isinstance(strategy.model, MultiTaskModule):
+            loss = strategy.loss.new_zeros(())
+            for t in sorted(self.prev_model.known_train_tasks_labels):
+                with torch.no_grad():
+                    old = self.prev_model.forward_single_task(x, t)
+                loss = loss + self.distillation(strategy.model.forward_single_task(x, t), old)
+        else:
+            with torch.no_grad():
+                old = self.prev_model(x)
+            loss = self.distillation(strategy.mb_output, old)
+        strategy.loss += loss
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        if self._pending_state is not None:
+            self.prev_model = copy.deepcopy(strategy.model).eval()
+            self.prev_model.load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        self.prev_model = copy.deepcopy(strategy.model).eval()
+        for p in self.prev_model.parameters():
+            p.requires_grad_(False)
+
+    def state_dict(self) -> dict:
+        return {"prev_model": None if self.prev_model is None else
+                {k: v.detach().clone() for k, v in self.prev_model.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        # The teacher's architecture is the student's: rebuilt at the next experience.
+        self._pending_state = state["prev_model"]
+
+
+@register_strategy("lwf")
+def lwf(alpha: float = 1.0, ranking_weight: float = 0.0, margin: float = 0.1) -> StrategyParts:
+    """Learning without Forgetting on scores: MSE (+ ranking) to the previous model's scores."""
+    return StrategyParts([ScoreLwFPlugin(alpha, ranking_weight, margin)])

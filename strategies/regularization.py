@@ -1,0 +1,61 @@
+"""Regularisation strategies: EWC, L2, SI, MAS (Avalanche's plugins, plus L2 of our own).
+
+Defaults: see docs/STRATEGIES.md (chosen on the demo stream's validation splits).
+"""
+
+from __future__ import annotations
+
+from avalanche.training.plugins import EWCPlugin, MASPlugin, SynapticIntelligencePlugin
+
+from benchmarks.errors import UserError
+
+from .l2 import L2Plugin
+from .registry import StrategyParts, register_strategy
+from .state import StateMixin
+
+
+class EWC(StateMixin, EWCPlugin):
+    """Avalanche's EWC with the state contract."""
+
+    state_attrs = ("saved_params", "importances")
+    defaultdict_attrs = state_attrs
+
+
+class SI(StateMixin, SynapticIntelligencePlugin):
+    """Avalanche's Synaptic Intelligence with the state contract."""
+
+    state_attrs = ("ewc_data", "syn_data")
+
+
+class MAS(StateMixin, MASPlugin):
+    """Avalanche's Memory Aware Synapses with the state contract."""
+
+    state_attrs = ("params", "importance")
+
+
+@register_strategy("ewc")
+def ewc(ewc_lambda: float = 100.0, mode: str = "separate",
+        decay_factor: float = 0.9) -> StrategyParts:
+    """Elastic Weight Consolidation (Avalanche's EWCPlugin), `separate` or `online`."""
+    if mode not in ("separate", "online"):
+        raise UserError(f"strategy.mode = {mode!r}: ewc expects 'separate' or 'online'")
+    decay = decay_factor if mode == "online" else None
+    return StrategyParts([EWC(ewc_lambda, mode=mode, decay_factor=decay)])
+
+
+@register_strategy("l2")
+def l2(l2_lambda: float = 1.0) -> StrategyParts:
+    """(lambda/2) * ||theta - theta_prev||^2 to the weights after the previous experience."""
+    return StrategyParts([L2Plugin(l2_lambda)])
+
+
+@register_strategy("si")
+def si(si_lambda: float = 1.0, eps: float = 1e-7) -> StrategyParts:
+    """Synaptic Intelligence (Avalanche's plugin)."""
+    return StrategyParts([SI(si_lambda, eps=eps)])
+
+
+@register_strategy("mas")
+def mas(lambda_reg: float = 1.0, alpha: float = 0.5) -> StrategyParts:
+    """Memory Aware Synapses (Avalanche's plugin)."""
+    return StrategyParts([MAS(lambda_reg=lambda_reg, alpha=alpha)])
