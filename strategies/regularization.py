@@ -5,7 +5,10 @@ Defaults: see docs/STRATEGIES.md (chosen on the demo stream's validation splits)
 
 from __future__ import annotations
 
+from avalanche.models.utils import avalanche_forward
 from avalanche.training.plugins import EWCPlugin, MASPlugin, SynapticIntelligencePlugin
+from avalanche.training.utils import zerolike_params_dict
+from torch.utils.data import DataLoader
 
 from benchmarks.errors import UserError
 
@@ -28,9 +31,33 @@ class SI(StateMixin, SynapticIntelligencePlugin):
 
 
 class MAS(StateMixin, MASPlugin):
-    """Avalanche's Memory Aware Synapses with the state contract."""
+    """Avalanche's Memory Aware Synapses with the state contract, for scalar scores.
+
+    Avalanche's importance pass expects 2- or 3-element minibatches and a
+    (B, classes) output; here samples carry a row index and the output is (B,).
+    The importance is the same: mean |d ||f(x)||^2 / d theta| over the data.
+    """
 
     state_attrs = ("params", "importance")
+
+    def _get_importance(self, strategy):
+        importance = dict(zerolike_params_dict(strategy.model))
+        data = strategy.experience.dataset
+        loader = DataLoader(data, batch_size=strategy.train_mb_size,
+                            collate_fn=getattr(data, "collate_fn", None))
+        strategy.model.train()
+        for batch in loader:
+            x, t = batch[0].to(strategy.device), batch[-1].to(strategy.device)
+            strategy.optimizer.zero_grad()
+            out = avalanche_forward(strategy.model, x, t).reshape(len(x), -1)
+            out.pow(2).sum(dim=1).mean().backward()
+            for name, param in strategy.model.named_parameters():
+                if param.requires_grad and param.grad is not None:
+                    importance[name].data += param.grad.abs()
+        for value in importance.values():
+            value.data /= float(len(loader))
+        strategy.optimizer.zero_grad()
+        return importance
 
 
 @register_strategy("ewc")
