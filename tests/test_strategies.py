@@ -201,3 +201,21 @@ def test_a_strategy_from_a_users_own_file(tiny_demo, tmp_path, capsys):
     assert results["strategy"] == "my_thing"
     assert results["config"]["strategy"] == {"name": "my_thing", "scale": 0.5}
     assert STRATEGIES["my_thing"].params == {"scale": (float, 1.0)}
+
+
+def test_the_guides_example_strategy_works(tiny_demo, tmp_path):
+    """docs/STRATEGIES.md's example, taken from the doc itself, loads and trains."""
+    from strategies import load_strategy_file
+
+    doc = (Path(__file__).parents[1] / "docs" / "STRATEGIES.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my_strategies.py"
+    path.write_text(code)
+    load_strategy_file(path)
+    assert STRATEGIES["freeze_backbone"].params == {"after": (int, 1)}
+    bench, _, _ = run_tiny(tiny_demo, "strategy.name=freeze_backbone", "train.epochs=1")
+    (plugin,) = bench.parts.plugins
+    assert plugin.trained == 2
+    model = bench.trainer.strategy.model
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())

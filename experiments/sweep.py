@@ -1,0 +1,152 @@
+"""Many runs from one file: a base config x variants x seeds, run one after another.
+
+A sweep file (YAML):
+
+    base: experiments/configs/demo.yaml     # the config every run starts from
+    overrides: [train.epochs=4]             # applied to every run (optional)
+    seeds: [0, 1, 2]
+    variants:                               # one row of the report each
+      - {label: naive, overrides: [strategy.name=naive]}
+      - {label: ewc, overrides: [strategy.name=ewc, strategy.ewc_lambda=100]}
+    select: strategy.name                   # optional: mark the best variant per value
+                                            # of this key, by validation ACC (SRCC)
+
+Runs whose `results.json` exists are skipped, so a sweep can be re-launched.
+The report is a Markdown table of mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchmarks.errors import UserError
+
+from .config import load_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Variant:
+    label: str
+    overrides: list[str]
+
+
+def read_sweep(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file {path} not found")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(spec) - {"base", "overrides", "seeds", "variants", "select"})
+    if unknown:
+        raise UserError(f"{path}: unknown key '{unknown[0]}'; valid: base, overrides, seeds, "
+                        "variants, select")
+    if not spec.get("base") or not spec.get("variants"):
+        raise UserError(f"{path}: a sweep needs `base` and `variants`")
+    spec["variants"] = [Variant(v["label"], list(v.get("overrides", [])))
+                        for v in spec["variants"]]
+    spec.setdefault("seeds", [0])
+    spec.setdefault("overrides", [])
+    return spec
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def run_sweep(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[dict]:
+    """Run every variant x seed (skipping finished ones); return their results."""
+    from .run import run
+
+    spec = read_sweep(path)
+    out = Path(out)
+    # Validate every config before the first (long) run starts.
+    jobs = []
+    for variant in spec["variants"]:
+        for seed in spec["seeds"]:
+            overrides = [*spec["overrides"], *variant.overrides, f"seed={seed}", *extra]
+            jobs.append((variant, seed, load_config(spec["base"], overrides)))
+    results = []
+    for i, (variant, seed, config) in enumerate(jobs):
+        run_dir = out / f"{slug(variant.label)}-s{seed}"
+        if (run_dir / "results.json").exists():
+            log.info("[%d/%d] %s seed %d: done already", i + 1, len(jobs), variant.label, seed)
+            result = json.loads((run_dir / "results.json").read_text())
+        else:
+            log.info("[%d/%d] %s seed %d", i + 1, len(jobs), variant.label, seed)
+            result = run(config, run_dir)
+        results.append({"label": variant.label, "seed": seed, **result})
+    return results
+
+
+def _cell(values: list[float | None], digits: int = 3) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+
+
+def val_acc(result: dict) -> float | None:
+    val = result.get("validation")
+    if not val:
+        return None
+    return float(np.mean(val["matrices"]["srcc"][-1]))
+
+
+def report(results: list[dict], select: str | None = None) -> str:
+    """Mean ± std over seeds per variant: ACC, forgetting, BWT, mPI (SRCC), final SRCC."""
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    names = results[0]["experiences"]
+    head = ["variant", "task labels at test", "ACC", "forgetting", "BWT", "mPI",
+            *[f"final {n}" for n in names], "val ACC", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_label = {label: [r for r in results if r["label"] == label] for label in labels}
+    best = _best(by_label, select) if select else set()
+    for label, runs in by_label.items():
+        s = [r["summary"]["srcc"] for r in runs]
+        final = [[r["matrices"]["srcc"][-1][j] for r in runs] for j in range(len(names))]
+        name = f"**{label}**" if label in best else label
+        row = [name, "yes" if runs[0]["uses_task_labels"] else "no",
+               _cell([x["acc"] for x in s]), _cell([x["forgetting"] for x in s]),
+               _cell([x["bwt"] for x in s]), _cell([x["mpi"] for x in s]),
+               *[_cell(f) for f in final], _cell([val_acc(r) for r in runs]), str(len(runs))]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("SRCC on each experience's test set, mean ± std over seeds; ACC, forgetting "
+                 "(Chaudhry), BWT and mPI as in docs/METRICS.md; val ACC: the same as ACC on "
+                 "the validation splits" + (f"; **bold**: best val ACC per `{select}`"
+                                            if select else "") + ".")
+    return "\n".join(lines)
+
+
+def _best(by_label: dict[str, list[dict]], key: str) -> set[str]:
+    groups: dict[str, list[tuple[float, str]]] = {}
+    for label, runs in by_label.items():
+        value = runs[0]["config"]
+        for part in key.split("."):
+            value = value[part]
+        score = np.mean([v for v in (val_acc(r) for r in runs) if v is not None] or [np.nan])
+        groups.setdefault(str(value), []).append((score, label))
+    return {max(g, key=lambda x: -np.inf if np.isnan(x[0]) else x[0])[1]
+            for g in groups.values()}
+
+
+def write_report(text: str, target: str | Path, marker: str) -> None:
+    """Replace the block between `<!-- marker:start -->` and `<!-- marker:end -->`."""
+    target = Path(target)
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    doc = target.read_text() if target.exists() else f"{start}\n{end}\n"
+    if start not in doc or end not in doc:
+        raise UserError(f"{target}: no '{start}' ... '{end}' block to write the report into")
+    before, rest = doc.split(start, 1)
+    _, after = rest.split(end, 1)
+    target.write_text(f"{before}{start}\n{text}\n{end}{after}")
