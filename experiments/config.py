@@ -50,7 +50,10 @@ DEFAULTS: dict[str, Any] = {
         "validation": True,     # also evaluate the validation splits after each experience
     },
     "strategy": {"name": "naive"},
-    "log": {"progress": True},
+    "log": {
+        "progress": True,       # Avalanche's interactive progress bars and metric lines
+        "plots": True,          # heatmaps and curves in RUN_DIR
+    },
 }
 
 # Keys a stream entry may have; None means "no default" (optional).

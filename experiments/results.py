@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -17,6 +18,7 @@ import pandas as pd
 from benchmarks.metrics import CORRELATIONS, SUMMARY_KEYS, plcc, summary
 from benchmarks.stream import ExperienceData, Stream
 
+log = logging.getLogger(__name__)
 PACKAGES = ("torch", "torchvision", "avalanche-lib", "numpy", "scipy", "pandas", "pillow",
             "wandb", "iqacl")
 
@@ -164,6 +166,14 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
     }
     results = _clean(results)
     atomic_write(out / "results.json", json.dumps(results, indent=2))
+    if config["log"]["plots"]:
+        try:
+            from .plots import plot_run
+
+            plot_run(results, out)
+        except Exception as exc:  # a plot must never cost the results
+            log.warning("plots not written (%s: %s); results.json is complete",
+                        type(exc).__name__, exc)
     return results
 
 

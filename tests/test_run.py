@@ -52,6 +52,12 @@ def test_results_json_has_matrices_and_summaries(finished_run):
     assert results["counts"]["AVA"]["test"] == 40  # generic_test.jpgl: 200 // 5
 
 
+def test_plots_are_written(finished_run):
+    out, _ = finished_run
+    for name in ("srcc_matrix.png", "plcc_matrix.png", "srcc_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_model_learns_each_experience(finished_run):
     _, results = finished_run
     R, b = results["matrices"]["srcc"], results["initial"]["srcc"]
