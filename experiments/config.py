@@ -53,6 +53,17 @@ DEFAULTS: dict[str, Any] = {
     "log": {
         "progress": True,       # Avalanche's interactive progress bars and metric lines
         "plots": True,          # heatmaps and curves in RUN_DIR
+        "csv": True,            # every metric value in RUN_DIR/metrics.csv
+        "tensorboard": False,   # Avalanche's TensorboardLogger in RUN_DIR/tensorboard
+        "wandb": {
+            "enabled": False,
+            "mode": "offline",  # "online" when you are logged in (`wandb login`)
+            "project": "iqacl",
+            "entity": None,
+            "group": None,
+            "tags": [],
+            "name": None,
+        },
     },
 }
 
@@ -145,7 +156,7 @@ def _typed(default: Any, value: Any, where: str) -> Any:
     elif isinstance(default, str):
         ok = isinstance(value, str)
     elif isinstance(default, list):
-        ok = isinstance(value, list) and len(value) == len(default)
+        ok = isinstance(value, list) and (not default or len(value) == len(default))
     else:
         ok = True
     if not ok:
@@ -190,6 +201,8 @@ def validate(config: dict) -> None:
          "must be 'none' or 'logistic'"),
         (config["model"]["heads"] in ("shared", "per_task"), "model.heads",
          "must be 'shared' or 'per_task'"),
+        (config["log"]["wandb"]["mode"] in ("offline", "online", "disabled"), "log.wandb.mode",
+         "must be 'offline', 'online' or 'disabled'"),
     ]
     for ok, key, msg in checks:
         if not ok:

@@ -28,7 +28,9 @@ from benchmarks.stream import Stream, build_stream, joint_experience
 from models import IQALoss, build_model
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 
+from .loggers import CSVMetricLogger
 from .results import StagePredictions, write_run
+from .wandb_log import WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +101,13 @@ class Trainer:
 
 
 def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
-                 device: torch.device) -> Trainer:
+                 device: torch.device, loggers: list | None = None) -> Trainer:
     train, evalc = config["train"], config["eval"]
     optimizer = torch.optim.Adam(model.parameters(), lr=train["lr"],
                                  weight_decay=train["weight_decay"])
-    loggers = [InteractiveLogger()] if config["log"]["progress"] else []
+    loggers = list(loggers or [])
+    if config["log"]["progress"]:
+        loggers.append(InteractiveLogger())
     with warnings.catch_warnings():  # "no loggers" is a choice here (log.progress=false)
         warnings.simplefilter("ignore")
         evaluator = EvaluationPlugin(
@@ -132,14 +136,42 @@ class Benchmark:
     stream: Stream
     trainer: Trainer
     device: torch.device
+    wandb: WandbLogger | None = None
+
+    @property
+    def step(self) -> int:
+        return self.trainer.strategy.clock.train_iterations
 
     @property
     def uses_task_labels(self) -> bool:
         return self.spec.uses_task_labels or self.config["model"]["heads"] == "per_task"
 
 
-def prepare(config: dict) -> Benchmark:
-    """Build stream, model, strategy and trainer; every bad-input error happens here."""
+def make_loggers(config: dict, out: Path | None) -> tuple[list, WandbLogger | None]:
+    """The loggers a config asks for; they write into RUN_DIR, so only once it is known."""
+    if out is None:
+        return [], None
+    opts, loggers, wandb_logger = config["log"], [], None
+    if opts["csv"]:
+        loggers.append(CSVMetricLogger(out / "metrics.csv"))
+    if opts["tensorboard"]:
+        from avalanche.logging import TensorboardLogger
+
+        loggers.append(TensorboardLogger(str(out / "tensorboard")))
+    w = opts["wandb"]
+    if w["enabled"]:
+        wandb_logger = WandbLogger(config, out, mode=w["mode"], project=w["project"],
+                                   entity=w["entity"], group=w["group"], tags=w["tags"],
+                                   name=w["name"])
+        loggers.append(wandb_logger)
+    return loggers, wandb_logger
+
+
+def prepare(config: dict, out: Path | None = None) -> Benchmark:
+    """Build stream, model, strategy and trainer; every bad-input error happens here.
+
+    Loggers that write into `out` are made last, after every check has passed.
+    """
     seed_everything(config["seed"])
     spec = get_strategy(config["strategy"]["name"])
     hparams = {k: v for k, v in config["strategy"].items() if k != "name"}
@@ -149,8 +181,9 @@ def prepare(config: dict) -> Benchmark:
     model = model_from_config(config)
     if parts.wrap_model is not None:
         model = parts.wrap_model(model)
-    trainer = make_trainer(config, model, parts.plugins, device)
-    return Benchmark(config, spec, parts, stream, trainer, device)
+    loggers, wandb_logger = make_loggers(config, out)
+    trainer = make_trainer(config, model, parts.plugins, device, loggers)
+    return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger)
 
 
 def train_and_evaluate(bench: Benchmark) -> tuple[StagePredictions, StagePredictions | None]:
@@ -173,7 +206,20 @@ def train_and_evaluate(bench: Benchmark) -> tuple[StagePredictions, StagePredict
         test.add(stage, trainer.evaluate(bm.test_stream))
         if evaluate_val:
             val.add(stage, trainer.evaluate(bm.valid_stream))
+        if bench.wandb is not None:
+            bench.wandb.log_matrix(partial_results(bench, test), bench.step)
     return test, (val if evaluate_val else None)
+
+
+def partial_results(bench: Benchmark, test: StagePredictions) -> dict:
+    """The matrix so far, shaped like results.json (for loggers)."""
+    fit = bench.config["eval"]["plcc_fit"]
+    return {
+        "experiences": bench.stream.names, "protocol": bench.spec.protocol,
+        "strategy": bench.spec.name, "uses_task_labels": bench.uses_task_labels,
+        "initial": {m: test.row("initial", m, fit) for m in ("srcc", "plcc")},
+        "matrices": {m: test.matrix(m, fit) for m in ("srcc", "plcc")},
+    }
 
 
 def run(config: dict, out: str | Path) -> dict:
@@ -183,11 +229,14 @@ def run(config: dict, out: str | Path) -> dict:
         raise UserError(f"{out} already holds a finished run (results.json); choose another "
                         "--out, or delete that folder to redo it")
     started = time.time()
-    bench = prepare(config)  # nothing is written before this succeeds
+    bench = prepare(config, out)  # nothing is written before this succeeds
     test, val = train_and_evaluate(bench)
-    return write_run(
+    results = write_run(
         out, config=config, stream=bench.stream, test=test, val=val,
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device),
     )
+    if bench.wandb is not None:
+        bench.wandb.finish(results, out, bench.step)
+    return results
