@@ -37,12 +37,12 @@ lint: install
 
 # Default hyperparameters: a small grid on the demo stream's validation splits.
 search: weights demo-data
-	$(BIN)/iqacl sweep experiments/sweeps/defaults_search.yaml --out runs/search \
+	$(BIN)/iqacl grid experiments/grids/defaults_search.yaml --out runs/search \
 		--report docs/STRATEGIES.md --marker search log.progress=false
 
 # The strategy study (3 seeds): writes its table into README.md.
 study: weights demo-data
-	$(BIN)/iqacl sweep experiments/sweeps/strategies.yaml --out runs/study \
+	$(BIN)/iqacl grid experiments/grids/strategies.yaml --out runs/study \
 		--report README.md --marker study log.progress=false
 
 models: install

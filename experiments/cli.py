@@ -39,15 +39,30 @@ def default_run_dir(config_path: str, config: dict) -> Path:
     return Path("runs") / f"{stem}-{config['strategy']['name']}-s{config['seed']}-{stamp}"
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import read_sweep, report, run_sweep, write_report
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .grid import read_grid, report, run_grid, write_report
+    from .table import group_runs, mean_matrices, render
 
-    results = run_sweep(args.file, args.out, args.overrides)
-    text = report(results, read_sweep(args.file).get("select"))
+    results = run_grid(args.file, args.out, args.overrides)
+    select = read_grid(args.file).get("select")
+    text = report(results, select) if select else render(group_runs(results), args.metric,
+                                                         args.format)
     print(text)
+    if not select and args.format == "md":
+        print(mean_matrices(group_runs(results), args.metric))
     if args.report:
         write_report(text, args.report, args.marker)
-        print(f"report written to {args.report} (block '{args.marker}')")
+        print(f"table written to {args.report} (block '{args.marker}')")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from .table import group_runs, load_runs, mean_matrices, render
+
+    groups = group_runs(load_runs(args.runs))
+    print(render(groups, args.metric, args.format))
+    if args.format == "md" and args.matrices:
+        print(mean_matrices(groups, args.metric))
     return 0
 
 
@@ -103,13 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Python file that registers strategies (repeatable)")
     r.set_defaults(fn=cmd_run)
 
-    w = sub.add_parser("sweep", help="run a base config x variants x seeds; report a table")
-    w.add_argument("file", help="sweep YAML, e.g. experiments/sweeps/strategies.yaml")
-    w.add_argument("overrides", nargs="*", help="dotted.key=value applied to every run")
-    w.add_argument("--out", required=True, help="folder for the runs (finished ones are kept)")
-    w.add_argument("--report", help="a Markdown file to write the table into")
-    w.add_argument("--marker", default="sweep", help="the <!-- marker:start/end --> block")
-    w.set_defaults(fn=cmd_sweep)
+    g = sub.add_parser("grid", help="run a base config x values x seeds; print the table")
+    g.add_argument("file", help="grid YAML, e.g. experiments/grids/strategies.yaml")
+    g.add_argument("overrides", nargs="*", help="dotted.key=value applied to every run")
+    g.add_argument("--out", required=True, help="folder for the runs (finished ones are kept)")
+    g.add_argument("--format", choices=["md", "latex", "csv"], default="md")
+    g.add_argument("--metric", choices=["srcc", "plcc", "krcc"], default="srcc")
+    g.add_argument("--report", help="a Markdown file to write the table into")
+    g.add_argument("--marker", default="table", help="the <!-- marker:start/end --> block")
+    g.set_defaults(fn=cmd_grid)
+
+    t = sub.add_parser("table", help="mean ± std over seeds of finished runs")
+    t.add_argument("runs", nargs="+", help="RUN_DIRs, or folders of them")
+    t.add_argument("--format", choices=["md", "latex", "csv"], default="md")
+    t.add_argument("--metric", choices=["srcc", "plcc", "krcc"], default="srcc")
+    t.add_argument("--matrices", action="store_true", help="also the mean matrix per row")
+    t.set_defaults(fn=cmd_table)
 
     d = sub.add_parser("demo-data", help="write a small EVA + AVA pair in the real formats")
     d.add_argument("dir")
@@ -138,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # Overrides may come after options too: `iqacl run c.yaml --out D train.epochs=1`.
     overrides_only = all("=" in e and not e.startswith("-") for e in extra)
-    if extra and args.command in ("run", "sweep") and overrides_only:
+    if extra and args.command in ("run", "grid") and overrides_only:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

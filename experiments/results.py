@@ -124,7 +124,8 @@ def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stre
 
 def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions,
               val: StagePredictions | None, protocol: str, uses_task_labels: bool,
-              train_loss: list[list[float]], wall_time_s: float, device: str) -> dict:
+              train_loss: list[list[float]], wall_time_s: float, device: str,
+              memory: dict | None = None) -> dict:
     """Write splits/, predictions/ and (last, atomically) results.json."""
     out.mkdir(parents=True, exist_ok=True)
     names = stream.names
@@ -163,6 +164,7 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
                                        for e in stream.experiences)),
         "train_loss": train_loss,
         "wall_time_s": round(wall_time_s, 2),
+        "memory": memory,
     }
     results = _clean(results)
     atomic_write(out / "results.json", json.dumps(results, indent=2))

@@ -54,6 +54,9 @@ class Replay(ReplayPlugin):
     def state_dict(self) -> dict:
         return self.storage_policy.state_dict()
 
+    def stored_images(self) -> int:
+        return len(self.storage_policy.buffer)
+
 
 @register_strategy("replay")
 def replay(mem_size: int = 200) -> StrategyParts:
@@ -79,6 +82,9 @@ class CumulativePlugin(SupervisedPlugin):
 
     def state_dict(self) -> dict:
         return {"seen_experiences": list(self.seen_experiences)}
+
+    def stored_images(self) -> int:
+        return 0 if self.seen is None else len(self.seen)
 
 
 @register_strategy("cumulative")

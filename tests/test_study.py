@@ -12,11 +12,11 @@ ROOT = Path(__file__).parents[1]
 
 @pytest.mark.slow
 def test_strategies_hold_back_forgetting_on_the_demo_stream():
-    from experiments.sweep import run_sweep
+    from experiments.grid import run_grid
 
     if not (ROOT / "data/demo/.complete").exists():
         pytest.skip("needs the demo data: `make demo-data`")
-    results = run_sweep(ROOT / "experiments/sweeps/strategies.yaml", ROOT / "runs/study",
+    results = run_grid(ROOT / "experiments/grids/strategies.yaml", ROOT / "runs/study",
                         ["log.progress=false"])
 
     def mean(label, key):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.errors import UserError
-from experiments.sweep import read_sweep, report, write_report
+from experiments.grid import read_grid, report, write_report
 
 
 def result(label, seed, acc, forgetting, name="naive", lam=None, task_labels=False):
@@ -44,12 +44,25 @@ def test_write_report_replaces_only_the_block(tmp_path):
         write_report("x", doc, "other")
 
 
-def test_shipped_sweeps_are_valid():
+def test_shipped_grids_are_valid():
     from pathlib import Path
 
     from experiments.config import load_config
 
-    for path in sorted((Path(__file__).parents[1] / "experiments" / "sweeps").glob("*.yaml")):
-        spec = read_sweep(path)
+    for path in sorted((Path(__file__).parents[1] / "experiments" / "grids").glob("*.yaml")):
+        spec = read_grid(path)
         for variant in spec["variants"]:
             load_config(spec["base"], [*spec["overrides"], *variant.overrides])
+
+
+def test_grid_expands_the_product(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("base: experiments/configs/demo.yaml\nseeds: [0, 1]\n"
+                    "grid: {strategy.name: [naive, ewc], train.lr: [0.001]}\n")
+    spec = read_grid(path)
+    assert [v.label for v in spec["variants"]] == ["strategy.name=naive train.lr=0.001",
+                                                   "strategy.name=ewc train.lr=0.001"]
+    assert spec["variants"][1].overrides == ["strategy.name=ewc", "train.lr=0.001"]
+    path.write_text("base: x.yaml\ngrid: {seed: []}\n")
+    with pytest.raises(UserError, match="grid key 'seed' needs a non-empty list"):
+        read_grid(path)

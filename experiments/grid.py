@@ -1,22 +1,25 @@
-"""Many runs from one file: a base config x variants x seeds, run one after another.
+"""Many runs from one file: a base config x lists of values x seeds, one after another.
 
-A sweep file (YAML):
+A grid file (YAML):
 
     base: experiments/configs/demo.yaml     # the config every run starts from
     overrides: [train.epochs=4]             # applied to every run (optional)
     seeds: [0, 1, 2]
-    variants:                               # one row of the report each
-      - {label: naive, overrides: [strategy.name=naive]}
-      - {label: ewc, overrides: [strategy.name=ewc, strategy.ewc_lambda=100]}
+    grid:                                   # every combination of these values
+      strategy.name: [naive, ewc, replay]
+      model.backbone: [mobilenet_v2]
+    variants:                               # and/or an explicit list of settings
+      - {label: naive (per-task heads), overrides: [model.heads=per_task]}
     select: strategy.name                   # optional: mark the best variant per value
                                             # of this key, by validation ACC (SRCC)
 
-Runs whose `results.json` exists are skipped, so a sweep can be re-launched.
-The report is a Markdown table of mean ± std over seeds.
+Runs whose `results.json` exists are skipped, so a grid re-launched after a
+crash redoes only the unfinished runs.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -39,19 +42,29 @@ class Variant:
     overrides: list[str]
 
 
-def read_sweep(path: str | Path) -> dict:
+def read_grid(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"sweep file {path} not found")
+        raise UserError(f"grid file {path} not found")
     spec = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(spec) - {"base", "overrides", "seeds", "variants", "select"})
+    valid = {"base", "overrides", "seeds", "grid", "variants", "select"}
+    unknown = sorted(set(spec) - valid)
     if unknown:
-        raise UserError(f"{path}: unknown key '{unknown[0]}'; valid: base, overrides, seeds, "
-                        "variants, select")
-    if not spec.get("base") or not spec.get("variants"):
-        raise UserError(f"{path}: a sweep needs `base` and `variants`")
-    spec["variants"] = [Variant(v["label"], list(v.get("overrides", [])))
-                        for v in spec["variants"]]
+        raise UserError(f"{path}: unknown key '{unknown[0]}'; valid: {sorted(valid)}")
+    if not spec.get("base") or not (spec.get("variants") or spec.get("grid")):
+        raise UserError(f"{path}: a grid needs `base` and `grid` and/or `variants`")
+    variants = [Variant(v["label"], list(v.get("overrides", [])))
+                for v in spec.get("variants") or [{"label": "", "overrides": []}]]
+    grid = spec.get("grid") or {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{path}: grid key '{key}' needs a non-empty list of values")
+    spec["variants"] = [
+        Variant(" ".join(filter(None, [v.label, *(f"{k}={x}" for k, x in zip(grid, combo,
+                                                                           strict=True))])),
+                [*v.overrides, *(f"{k}={x}" for k, x in zip(grid, combo, strict=True))])
+        for v in variants for combo in itertools.product(*grid.values())
+    ]
     spec.setdefault("seeds", [0])
     spec.setdefault("overrides", [])
     return spec
@@ -61,11 +74,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
-def run_sweep(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[dict]:
+def run_grid(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[dict]:
     """Run every variant x seed (skipping finished ones); return their results."""
     from .run import run
 
-    spec = read_sweep(path)
+    spec = read_grid(path)
     out = Path(out)
     # Validate every config before the first (long) run starts.
     jobs = []

@@ -1,0 +1,250 @@
+"""Benchmark tables from finished runs: mean ± std over seeds, never over settings.
+
+Runs are grouped by their config *without* the seed (and without `log.*`,
+which does not change results), so a λ or lr sweep is never averaged as if it
+were seeds. Each group becomes one row; its label names what differs between
+groups.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.errors import UserError
+
+DASH = "—"
+IGNORED = ("seed", "log")
+
+
+@dataclass
+class Group:
+    label: str
+    runs: list[dict]
+
+    @property
+    def first(self) -> dict:
+        return self.runs[0]
+
+
+def load_runs(paths: list[str | Path]) -> list[dict]:
+    """results.json of each RUN_DIR (or of every run under a folder of runs)."""
+    runs = []
+    for p in map(Path, paths):
+        files = [p] if p.name == "results.json" else \
+            [p / "results.json"] if (p / "results.json").exists() else \
+            sorted(p.glob("*/results.json"))
+        if not files:
+            raise UserError(f"{p}: no results.json here or in its sub-folders")
+        for f in files:
+            result = json.loads(f.read_text())
+            result["_dir"] = str(f.parent)
+            runs.append(result)
+    return runs
+
+
+def _setting(result: dict) -> dict:
+    config = copy.deepcopy(result["config"])
+    for key in IGNORED:
+        config.pop(key, None)
+    return config
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True)
+    return out
+
+
+def group_runs(runs: list[dict]) -> list[Group]:
+    """Group runs whose configs are equal except for the seed; label by what differs."""
+    keyed: dict[str, list[dict]] = {}
+    for r in runs:
+        keyed.setdefault(json.dumps(_setting(r), sort_keys=True), []).append(r)
+    flats = [_flat(_setting(rs[0])) for rs in keyed.values()]
+    keys = sorted(set().union(*flats))
+    differing = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+    groups = []
+    for rs, flat in zip(keyed.values(), flats, strict=True):
+        parts = [_describe(k, flat.get(k)) for k in differing if k != "strategy.name"]
+        label = rs[0]["strategy"] + (f" ({', '.join(parts)})" if parts else "")
+        groups.append(Group(label, sorted(rs, key=lambda r: r["config"]["seed"])))
+    return groups
+
+
+def _describe(key: str, value: str | None) -> str:
+    short = key.split(".", 1)[1] if key.startswith(("strategy.", "model.", "train.")) else key
+    return f"{short}={DASH if value is None else json.loads(value)}"
+
+
+def _mean_std(values: list) -> tuple[float, float] | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+
+
+def _joint_for(group: Group, groups: list[Group]) -> Group | None:
+    """The joint group whose setting equals this one's but for the strategy."""
+    def key(g: Group) -> str:
+        s = _setting(g.first)
+        s["strategy"] = {}
+        return json.dumps(s, sort_keys=True)
+
+    return next((g for g in groups if g.first["protocol"] == "joint" and key(g) == key(group)),
+                None)
+
+
+def memory_of(result: dict) -> float | None:
+    mem = result.get("memory")
+    return None if mem is None else mem.get("extra_bytes", 0) / 2**20
+
+
+def rows(groups: list[Group], metric: str) -> tuple[list[str], list[dict]]:
+    """Column names and, per group, a dict column -> (mean, std) | None | str."""
+    names = groups[0].first["experiences"]
+    cols = ["strategy", "task labels", *[f"final {n}" for n in names], "ACC", "BWT", "FWT",
+            "forgetting", "mPSI", "intransigence", "wall time (s)", "extra memory (MiB)",
+            "seeds"]
+    out = []
+    for g in groups:
+        s = [r["summary"][metric] for r in g.runs]
+        row = {"strategy": g.label, "task labels": "yes" if g.first["uses_task_labels"] else "no",
+               "_task_aware": g.first["uses_task_labels"]}
+        for j, n in enumerate(names):
+            row[f"final {n}"] = _mean_std([r["matrices"][metric][-1][j] for r in g.runs])
+        for col, key in (("ACC", "acc"), ("BWT", "bwt"), ("FWT", "fwt"),
+                         ("forgetting", "forgetting"), ("mPSI", "mpsi")):
+            row[col] = _mean_std([x[key] for x in s])
+        joint = _joint_for(g, groups) if g.first["protocol"] == "stream" else None
+        if joint is not None:
+            joint_row = np.mean([r["matrices"][metric][0] for r in joint.runs], axis=0)
+            row["intransigence"] = _mean_std([
+                float(np.mean(joint_row - np.diag(np.array(r["matrices"][metric], float))))
+                for r in g.runs])
+        else:
+            row["intransigence"] = None
+        row["wall time (s)"] = _mean_std([r.get("wall_time_s") for r in g.runs])
+        row["extra memory (MiB)"] = _mean_std([memory_of(r) for r in g.runs])
+        row["seeds"] = str(len(g.runs))
+        out.append(row)
+    # Task-agnostic rows first, task-aware ones set apart below.
+    out.sort(key=lambda r: r["_task_aware"])
+    return cols, out
+
+
+HIGHER_IS_BETTER = {"ACC": True, "BWT": True, "FWT": True, "forgetting": False,
+                    "mPSI": True, "intransigence": False}
+
+
+def _best(rows_: list[dict], col: str) -> set[int]:
+    if col not in HIGHER_IS_BETTER and not col.startswith("final "):
+        return set()
+    vals = [(i, r[col][0]) for i, r in enumerate(rows_) if isinstance(r[col], tuple)]
+    if not vals:
+        return set()
+    sign = 1 if HIGHER_IS_BETTER.get(col, True) else -1
+    best = max(v * sign for _, v in vals)
+    return {i for i, v in vals if np.isclose(v * sign, best)}
+
+
+def _fmt(value, digits: int) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, str):
+        return value
+    mean, std = value
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _digits(col: str) -> int:
+    return {"wall time (s)": 0, "extra memory (MiB)": 2}.get(col, 3)
+
+
+def render(groups: list[Group], metric: str = "srcc", fmt: str = "md") -> str:
+    cols, body = rows(groups, metric)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow([c for c in cols for c in ([c] if c in ("strategy", "task labels", "seeds")
+                                            else [c, f"{c} std"])])
+        for r in body:
+            line = []
+            for c in cols:
+                v = r[c]
+                if c in ("strategy", "task labels", "seeds"):
+                    line.append(v)
+                else:
+                    line += ["", ""] if v is None else [f"{v[0]:.6g}", f"{v[1]:.6g}"]
+            w.writerow(line)
+        return buf.getvalue()
+    best = {c: _best(body, c) for c in cols}
+    if fmt == "md":
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for i, r in enumerate(body):
+            cells = [(f"**{_fmt(r[c], _digits(c))}**" if i in best[c] else _fmt(r[c], _digits(c)))
+                     for c in cols]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(f"{metric.upper()} on each experience's test set, mean ± std over seeds. "
+                     "**Bold**: best per column. Rows with task labels at test time are "
+                     "task-aware and not comparable with the others.")
+        return "\n".join(lines)
+    if fmt == "latex":
+        return _latex(cols, body, best, metric)
+    raise UserError(f"unknown table format '{fmt}'; use md, latex or csv")
+
+
+def _tex(text: str) -> str:
+    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("±", r"$\pm$")
+
+
+def _latex(cols: list[str], body: list[dict], best: dict, metric: str) -> str:
+    spec = "ll" + "r" * (len(cols) - 2)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
+    aware_started = False
+    for i, r in enumerate(body):
+        if r["_task_aware"] and not aware_started:
+            aware_started = True
+            lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{len(cols)}}}{{l}}{{\emph{{task-aware (task label at "
+                         r"test time)}}} \\")
+        cells = []
+        for c in cols:
+            text = _tex(_fmt(r[c], _digits(c)))
+            cells.append(rf"\textbf{{{text}}}" if i in best[c] else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{{metric.upper()}, mean $\pm$ std over seeds.}}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def mean_matrices(groups: list[Group], metric: str = "srcc") -> str:
+    """The mean forgetting matrix of each group, as Markdown."""
+    out = []
+    for g in groups:
+        names = g.first["experiences"]
+        mats = np.array([[[np.nan if v is None else v for v in row]
+                          for row in r["matrices"][metric]] for r in g.runs], dtype=float)
+        mean = np.nanmean(mats, axis=0)
+        stages = ["joint"] if g.first["protocol"] == "joint" else names
+        out.append(f"**{g.label}** ({metric.upper()}, mean of {len(g.runs)} seeds)\n")
+        out.append("| after \\ on | " + " | ".join(names) + " |")
+        out.append("|" + "---|" * (len(names) + 1))
+        for s, row in zip(stages, mean, strict=False):
+            out.append(f"| {s} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,84 @@
+"""Tables: seeds averaged, settings never; intransigence from joint; md, LaTeX, CSV."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from benchmarks.errors import UserError
+from experiments.config import DEFAULTS
+from experiments.table import group_runs, load_runs, mean_matrices, render, rows
+
+
+def result(strategy="naive", seed=0, R=((0.8, 0.1), (0.3, 0.9)), protocol="stream",
+           task_labels=False, **hparams):
+    config = copy.deepcopy(DEFAULTS)
+    config["seed"], config["strategy"] = seed, {"name": strategy, **hparams}
+    config["stream"] = [{"name": "EVA"}, {"name": "AVA"}]
+    from benchmarks.metrics import summary
+
+    R = [list(r) for r in R]
+    s = summary(R, [0.0, 0.0]) if protocol == "stream" else \
+        {"acc": sum(R[0]) / 2, "bwt": None, "fwt": None, "forgetting": None, "mpi": None,
+         "msi": None, "mpsi": None}
+    return {"config": config, "strategy": strategy, "protocol": protocol,
+            "uses_task_labels": task_labels, "experiences": ["EVA", "AVA"],
+            "matrices": {"srcc": R}, "summary": {"srcc": s}, "wall_time_s": 10.0 + seed,
+            "memory": {"extra_bytes": 2**20 * seed}}
+
+
+def test_seeds_are_averaged_but_hyperparameters_are_not():
+    runs = [result("ewc", 0, ewc_lambda=1.0), result("ewc", 1, ewc_lambda=1.0),
+            result("ewc", 0, ewc_lambda=10.0)]
+    groups = group_runs(runs)
+    assert [(g.label, len(g.runs)) for g in groups] == [("ewc (ewc_lambda=1.0)", 2),
+                                                        ("ewc (ewc_lambda=10.0)", 1)]
+
+
+def test_values_and_intransigence():
+    runs = [result("naive", 0, ((0.8, 0.1), (0.2, 0.9))),
+            result("naive", 1, ((0.6, 0.1), (0.4, 0.7))),
+            result("joint", 0, ((0.9, 0.95),), protocol="joint"),
+            result("packnet", 0, ((0.7, 0.0), (0.7, 0.6)), task_labels=True)]
+    _, body = rows(group_runs(runs), "srcc")
+    naive = next(r for r in body if r["strategy"] == "naive")
+    assert naive["final EVA"] == pytest.approx((0.3, 0.1414), abs=1e-3)
+    assert naive["forgetting"] == pytest.approx((0.4, 0.2828), abs=1e-3)  # 0.6 and 0.2
+    # intransigence: joint R[j] - R[j][j], averaged over j, then over seeds
+    assert naive["intransigence"][0] == pytest.approx(((0.9 - 0.8 + 0.95 - 0.9)
+                                                       + (0.9 - 0.6 + 0.95 - 0.7)) / 4)
+    assert naive["wall time (s)"] == pytest.approx((10.5, 0.7071), abs=1e-3)
+    joint = next(r for r in body if r["strategy"] == "joint")
+    assert joint["BWT"] is None and joint["intransigence"] is None
+    assert body[-1]["strategy"] == "packnet"  # task-aware rows come last
+
+
+def test_markdown_latex_csv():
+    runs = [result("naive", 0), result("joint", 0, ((0.9, 0.95),), protocol="joint"),
+            result("packnet", 0, ((0.7, 0.0), (0.7, 0.6)), task_labels=True)]
+    groups = group_runs(runs)
+    md = render(groups, fmt="md")
+    assert "| strategy | task labels | final EVA | final AVA | ACC |" in md
+    assert "—" in md and "**0.950 ± 0.000**" in md  # joint's AVA is best
+    tex = render(groups, fmt="latex")
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
+    assert "task-aware" in tex and tex.index("task-aware") < tex.index("packnet")
+    csv = render(groups, fmt="csv").splitlines()
+    assert csv[0].startswith("strategy,task labels,final EVA,final EVA std")
+    assert len(csv) == 4
+    assert "| after \\ on | EVA | AVA |" in mean_matrices(groups)
+    with pytest.raises(UserError, match="unknown table format"):
+        render(groups, fmt="html")
+
+
+def test_load_runs_from_folders(tmp_path):
+    for i in range(2):
+        d = tmp_path / f"r{i}"
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(result("naive", i)))
+    assert len(load_runs([tmp_path])) == 2
+    assert len(load_runs([tmp_path / "r0"])) == 1
+    with pytest.raises(UserError, match="no results.json"):
+        load_runs([tmp_path / "missing"])
