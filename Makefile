@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install weights demo-data demo test test-slow lint models search study clean
+.PHONY: install weights demo-data demo test test-slow lint models search tables clean
 
 # torch/torchvision/avalanche versions are pinned in constraints.txt (known to work together).
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -40,10 +40,11 @@ search: weights demo-data
 	$(BIN)/iqacl grid experiments/grids/defaults_search.yaml --out runs/search \
 		--report docs/STRATEGIES.md --marker search log.progress=false
 
-# The strategy study (3 seeds): writes its table into README.md.
-study: weights demo-data
-	$(BIN)/iqacl grid experiments/grids/strategies.yaml --out runs/study \
-		--report README.md --marker study log.progress=false
+# The README's demo table and heatmap (every strategy, 3 seeds, ~40 min on 2 cores).
+tables: weights demo-data
+	$(BIN)/iqacl grid experiments/tables/demo.yaml --out runs/tables/demo \
+		--report README.md --marker demo-table --heatmap docs/demo_heatmap.png \
+		log.progress=false
 
 models: install
 	$(BIN)/iqacl models

@@ -53,6 +53,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if args.report:
         write_report(text, args.report, args.marker)
         print(f"table written to {args.report} (block '{args.marker}')")
+    if args.heatmap:
+        from .plots import mean_heatmap
+
+        first = group_runs(results)[0]
+        mean_heatmap(first.runs, args.metric, args.heatmap, first.label)
+        print(f"heatmap of '{first.label}' written to {args.heatmap}")
     return 0
 
 
@@ -126,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metric", choices=["srcc", "plcc", "krcc"], default="srcc")
     g.add_argument("--report", help="a Markdown file to write the table into")
     g.add_argument("--marker", default="table", help="the <!-- marker:start/end --> block")
+    g.add_argument("--heatmap", help="a PNG of the first row's mean matrix (e.g. for a README)")
     g.set_defaults(fn=cmd_grid)
 
     t = sub.add_parser("table", help="mean ± std over seeds of finished runs")

@@ -84,3 +84,17 @@ def plot_run(results: dict, out: Path) -> list[Path]:
     return [heatmap(results, "srcc", out / "srcc_matrix.png"),
             heatmap(results, "plcc", out / "plcc_matrix.png"),
             curves(results, "srcc", out / "srcc_curves.png")]
+
+
+def mean_heatmap(runs: list[dict], metric: str, path: Path, label: str) -> Path:
+    """Heatmap of the mean matrix (and initial row) over several seeds' runs."""
+    def mean(rows_of):
+        arr = np.array([[[np.nan if v is None else v for v in row] for row in rows_of(r)]
+                        for r in runs], dtype=float)
+        return np.nanmean(arr, axis=0).tolist()
+
+    first = runs[0]
+    results = {**first, "strategy": f"{label}, mean of {len(runs)} seeds",
+               "initial": {metric: mean(lambda r: [r["initial"][metric]])[0]},
+               "matrices": {metric: mean(lambda r: r["matrices"][metric])}}
+    return heatmap(results, metric, Path(path))

@@ -49,7 +49,8 @@ def test_shipped_grids_are_valid():
 
     from experiments.config import load_config
 
-    for path in sorted((Path(__file__).parents[1] / "experiments" / "grids").glob("*.yaml")):
+    root = Path(__file__).parents[1] / "experiments"
+    for path in sorted([*root.glob("grids/*.yaml"), *root.glob("tables/*.yaml")]):
         spec = read_grid(path)
         for variant in spec["variants"]:
             load_config(spec["base"], [*spec["overrides"], *variant.overrides])

@@ -1,4 +1,4 @@
-"""The strategy study's claims (slow: ~40 min; `make test-slow`, reuses runs/study)."""
+"""The strategy study's claims (slow: ~40 min; `make test-slow`, reuses `make tables` runs)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_strategies_hold_back_forgetting_on_the_demo_stream():
 
     if not (ROOT / "data/demo/.complete").exists():
         pytest.skip("needs the demo data: `make demo-data`")
-    results = run_grid(ROOT / "experiments/grids/strategies.yaml", ROOT / "runs/study",
+    results = run_grid(ROOT / "experiments/tables/demo.yaml", ROOT / "runs/tables/demo",
                         ["log.progress=false"])
 
     def mean(label, key):
