@@ -58,6 +58,15 @@ def test_plots_are_written(finished_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_metrics_csv_has_every_value(finished_run):
+    out, results = finished_run
+    df = pd.read_csv(out / "metrics.csv")
+    srcc = df[df["name"] == "SRCC_Exp/eval_phase/test_stream/Task001/Exp001"]["value"].tolist()
+    assert srcc == pytest.approx([results["initial"]["srcc"][1],
+                                  *(row[1] for row in results["matrices"]["srcc"])])
+    assert df["name"].str.startswith("Loss_Epoch/train_phase").sum() == 2 * 3
+
+
 def test_the_model_learns_each_experience(finished_run):
     _, results = finished_run
     R, b = results["matrices"]["srcc"], results["initial"]["srcc"]
