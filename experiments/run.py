@@ -137,6 +137,7 @@ class Benchmark:
     trainer: Trainer
     device: torch.device
     wandb: WandbLogger | None = None
+    loggers: list | None = None
 
     @property
     def step(self) -> int:
@@ -183,7 +184,7 @@ def prepare(config: dict, out: Path | None = None) -> Benchmark:
         model = parts.wrap_model(model)
     loggers, wandb_logger = make_loggers(config, out)
     trainer = make_trainer(config, model, parts.plugins, device, loggers)
-    return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger)
+    return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
 
 
 def train_and_evaluate(bench: Benchmark) -> tuple[StagePredictions, StagePredictions | None]:
@@ -265,4 +266,7 @@ def run(config: dict, out: str | Path) -> dict:
     )
     if bench.wandb is not None:
         bench.wandb.finish(results, out, bench.step)
+    for logger in bench.loggers or []:
+        if hasattr(logger, "close"):
+            logger.close()
     return results
