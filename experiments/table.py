@@ -12,6 +12,7 @@ import copy
 import csv
 import io
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,13 @@ def group_runs(runs: list[dict]) -> list[Group]:
     flats = [_flat(_setting(rs[0])) for rs in keyed.values()]
     keys = sorted(set().union(*flats))
     differing = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+    # A row names what sets it apart: values off the most common one, and its own
+    # strategy hyperparameters.
+    common = {k: Counter(f.get(k) for f in flats).most_common(1)[0][0] for k in differing}
     groups = []
     for rs, flat in zip(keyed.values(), flats, strict=True):
-        parts = [_describe(k, flat.get(k)) for k in differing if k != "strategy.name"]
+        parts = [_describe(k, flat.get(k)) for k in differing if k != "strategy.name" and (
+            flat.get(k) != common[k] or (k.startswith("strategy.") and k in flat))]
         label = rs[0]["strategy"] + (f" ({', '.join(parts)})" if parts else "")
         groups.append(Group(label, sorted(rs, key=lambda r: r["config"]["seed"])))
     return groups

@@ -37,6 +37,13 @@ def test_seeds_are_averaged_but_hyperparameters_are_not():
                                                         ("ewc (ewc_lambda=10.0)", 1)]
 
 
+def test_labels_name_only_what_sets_a_row_apart():
+    runs = [result("naive"), result("ewc"), result("naive"), result("packnet", task_labels=True)]
+    runs[2]["config"]["model"]["heads"] = "per_task"
+    labels = [g.label for g in group_runs(runs)]
+    assert labels == ["naive", "ewc", "naive (heads=per_task)", "packnet"]
+
+
 def test_values_and_intransigence():
     runs = [result("naive", 0, ((0.8, 0.1), (0.2, 0.9))),
             result("naive", 1, ((0.6, 0.1), (0.4, 0.7))),
