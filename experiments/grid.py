@@ -76,6 +76,8 @@ def slug(text: str) -> str:
 
 def run_grid(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[dict]:
     """Run every variant x seed (skipping finished ones); return their results."""
+    from strategies.registry import check_hyperparameters
+
     from .run import run
 
     spec = read_grid(path)
@@ -85,7 +87,10 @@ def run_grid(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[d
     for variant in spec["variants"]:
         for seed in spec["seeds"]:
             overrides = [*spec["overrides"], *variant.overrides, f"seed={seed}", *extra]
-            jobs.append((variant, seed, load_config(spec["base"], overrides)))
+            config = load_config(spec["base"], overrides)
+            strategy = dict(config["strategy"])
+            check_hyperparameters(strategy.pop("name"), strategy)
+            jobs.append((variant, seed, config))
     results = []
     for i, (variant, seed, config) in enumerate(jobs):
         run_dir = out / f"{slug(variant.label)}-s{seed}"

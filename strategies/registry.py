@@ -89,13 +89,17 @@ def get_strategy(name: str) -> StrategySpec:
     return STRATEGIES[name]
 
 
-def make_strategy(name: str, **hparams: Any) -> StrategyParts:
-    """Build a strategy; an unknown hyperparameter is an error listing the valid ones."""
+def check_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters checked against the factory's signature (names and types)."""
     spec = get_strategy(name)
     unknown = sorted(set(hparams) - set(spec.params))
     if unknown:
         raise UserError(
             f"strategy '{name}' has no hyperparameter {unknown}; valid: {sorted(spec.params)}"
         )
-    args = {k: _coerce(name, k, v, spec.params[k][0]) for k, v in hparams.items()}
-    return spec.factory(**args)
+    return {k: _coerce(name, k, v, spec.params[k][0]) for k, v in hparams.items()}
+
+
+def make_strategy(name: str, **hparams: Any) -> StrategyParts:
+    """Build a strategy; an unknown hyperparameter is an error listing the valid ones."""
+    return get_strategy(name).factory(**check_hyperparameters(name, hparams))
