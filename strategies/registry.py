@@ -69,6 +69,13 @@ _CHECKS = {
 }
 
 
+def _yaml_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def type_name(typ: Any) -> str:
     return " | ".join(t.__name__ for t in get_args(typ)) if get_args(typ) else typ.__name__
 
@@ -76,6 +83,8 @@ def type_name(typ: Any) -> str:
 def _coerce(strategy: str, key: str, value: Any, typ: Any) -> Any:
     """Check a hyperparameter against its type hint (a type or a union of types)."""
     options = get_args(typ) or (typ,)
+    if float in options and isinstance(value, str):
+        value = _yaml_float(value)  # YAML reads 1e4 (no dot, no sign) as a string
     for option in options:
         check = _CHECKS.get(option)
         if check is None or check(value):

@@ -49,6 +49,7 @@ def test_overrides(tmp_path):
     assert c["stream"][1]["root"] == "/data/AVA"
     assert c["stream"][0]["labels"] == "v.csv"
     assert c["data"]["crop_scale"] == [0.3, 1]
+    assert cfg(tmp_path, {}, "train.lr=1e-4")["train"]["lr"] == 1e-4  # YAML says '1e-4' is str
     with pytest.raises(UserError, match="unknown config key 'train.epoks'"):
         cfg(tmp_path, {}, "train.epoks=3")
     with pytest.raises(UserError, match="no stream entry with index or name 'KonIQ'"):

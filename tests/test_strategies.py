@@ -166,6 +166,7 @@ def test_unknown_hyperparameter_lists_valid_ones():
         make_strategy("replay", **{"lambda": 1})
     with pytest.raises(UserError, match="strategy.mem_size = 'big': 'replay' expects int"):
         make_strategy("replay", mem_size="big")
+    assert make_strategy("ewc", ewc_lambda="1e4").plugins[0].ewc_lambda == 10000.0
 
 
 def test_a_strategy_from_a_users_own_file(tiny_demo, tmp_path, capsys):
