@@ -5,6 +5,7 @@ Defaults: see docs/STRATEGIES.md (chosen on the demo stream's validation splits)
 
 from __future__ import annotations
 
+import torch
 from avalanche.models.utils import avalanche_forward
 from avalanche.training.plugins import EWCPlugin, MASPlugin, SynapticIntelligencePlugin
 from avalanche.training.utils import zerolike_params_dict
@@ -22,6 +23,19 @@ class EWC(StateMixin, EWCPlugin):
 
     state_attrs = ("saved_params", "importances")
     defaultdict_attrs = state_attrs
+
+
+@torch.no_grad()
+def _extract_weights(model, target, excluded_parameters) -> None:
+    # Avalanche 0.6 stores `param.detach().cpu().flatten()`: on the CPU that is a *view*
+    # of the live weights, so "old" and "new" weights stay equal, every path integral
+    # is zero and SI does nothing. A copy fixes it (on a GPU, .cpu() copied already).
+    for name, param in SynapticIntelligencePlugin.allowed_parameters(model,
+                                                                     excluded_parameters):
+        target[name].data = param.detach().cpu().flatten().clone()
+
+
+SynapticIntelligencePlugin.extract_weights = staticmethod(_extract_weights)
 
 
 class SI(StateMixin, SynapticIntelligencePlugin):

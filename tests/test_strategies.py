@@ -220,3 +220,12 @@ def test_the_guides_example_strategy_works(tiny_demo, tmp_path):
     model = bench.trainer.strategy.model
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_si_learns_importances_on_the_cpu(tiny_demo):
+    """Avalanche 0.6's SI kept views of the live weights on the CPU: importances stayed 0."""
+    bench = prepare(tiny_config(tiny_demo, "strategy.name=si", "train.epochs=1"))
+    bench.trainer.train(bench.stream.benchmark.train_stream[0])
+    (plugin,) = bench.parts.plugins
+    importance = torch.cat([v.data for v in plugin.ewc_data[1].values()])
+    assert (importance > 0).float().mean() > 0.5
