@@ -71,6 +71,7 @@ class ScoreLwFPlugin(SupervisedPlugin):
         self._pending_state = state["prev_model"]
 
 
+# alpha = 1 chosen by `make search` on the demo stream's validation splits.
 @register_strategy("lwf")
 def lwf(alpha: float = 1.0, ranking_weight: float = 0.0, margin: float = 0.1) -> StrategyParts:
     """Learning without Forgetting on scores: MSE (+ ranking) to the previous model's scores."""

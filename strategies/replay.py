@@ -58,6 +58,7 @@ class Replay(ReplayPlugin):
         return len(self.storage_policy.buffer)
 
 
+# mem_size is a memory budget, not tuned.
 @register_strategy("replay")
 def replay(mem_size: int = 200) -> StrategyParts:
     """Experience replay with an experience-balanced buffer of `mem_size` images."""
