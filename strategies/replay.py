@@ -48,11 +48,35 @@ class IndexedBalancedBuffer(ExperienceBalancedBuffer):
         self.buffer_groups = {g: self._group(g) for g in sorted(self.rows)}
 
 
+def _past_datasets(strategy, groups) -> dict[int, object]:
+    """Training datasets of earlier experiences, from the current experience's stream."""
+    stream = strategy.experience.origin_stream
+    return {g: stream[g].dataset for g in groups}
+
+
 class Replay(ReplayPlugin):
-    """Avalanche's ReplayPlugin with the state contract (the buffer's rows)."""
+    """Avalanche's ReplayPlugin with the state contract (the buffer's rows).
+
+    A loaded state is applied at the next experience, when the stream that
+    holds the earlier experiences' data is at hand.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending: dict | None = None
 
     def state_dict(self) -> dict:
         return self.storage_policy.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def before_training_exp(self, strategy, *args, **kwargs):
+        if self._pending is not None:
+            rows = self._pending["rows"]
+            self.storage_policy.load_state_dict(self._pending, _past_datasets(strategy, rows))
+            self._pending = None
+        return super().before_training_exp(strategy, *args, **kwargs)
 
     def stored_images(self) -> int:
         return len(self.storage_policy.buffer)
@@ -74,6 +98,11 @@ class CumulativePlugin(SupervisedPlugin):
         self.seen_experiences: list[int] = []
 
     def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
+        if self.seen is None and self.seen_experiences:  # restored from a state_dict
+            data = list(_past_datasets(strategy, self.seen_experiences).values())
+            self.seen = data[0].train()
+            for more in data[1:]:
+                self.seen = self.seen.concat(more.train())
         if self.seen is not None:
             strategy.adapted_dataset = self.seen.concat(strategy.adapted_dataset)
 
@@ -83,6 +112,9 @@ class CumulativePlugin(SupervisedPlugin):
 
     def state_dict(self) -> dict:
         return {"seen_experiences": list(self.seen_experiences)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen, self.seen_experiences = None, list(state["seen_experiences"])
 
     def stored_images(self) -> int:
         return 0 if self.seen is None else len(self.seen)

@@ -229,3 +229,26 @@ def test_si_learns_importances_on_the_cpu(tiny_demo):
     (plugin,) = bench.parts.plugins
     importance = torch.cat([v.data for v in plugin.ewc_data[1].values()])
     assert (importance > 0).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("name", ["replay", "cumulative"])
+def test_rehearsal_state_restores_into_a_fresh_plugin(name, tiny_demo):
+    """What a checkpoint needs: state after experience 0 rebuilds the memory elsewhere."""
+    first = prepare(tiny_config(tiny_demo, f"strategy.name={name}", "train.epochs=1"))
+    first.trainer.train(first.stream.benchmark.train_stream[0])
+    (plugin,) = first.parts.plugins
+    buf = io.BytesIO()
+    torch.save(plugin.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+
+    second = prepare(tiny_config(tiny_demo, f"strategy.name={name}", "train.epochs=1"))
+    (fresh,) = second.parts.plugins
+    fresh.load_state_dict(state)
+    second.trainer.train(second.stream.benchmark.train_stream[1])
+    n0, n1 = (len(e.split.train) for e in second.stream.experiences)
+    if name == "replay":  # 200 places, 100 per experience once there are two
+        assert torch.equal(fresh.storage_policy.rows[0], plugin.storage_policy.rows[0][:100])
+        assert fresh.stored_images() == min(n0, 100) + min(n1, 100)
+    else:
+        assert fresh.stored_images() == n0 + n1
