@@ -213,7 +213,7 @@ def test_the_guides_example_strategy_works(tiny_demo, tmp_path):
     path = tmp_path / "my_strategies.py"
     path.write_text(code)
     load_strategy_file(path)
-    assert STRATEGIES["freeze_backbone"].params == {"after": (int, 1)}
+    assert STRATEGIES["freeze_backbone"].params == {"freeze_after": (int, 1)}
     bench, _, _ = run_tiny(tiny_demo, "strategy.name=freeze_backbone", "train.epochs=1")
     (plugin,) = bench.parts.plugins
     assert plugin.trained == 2
