@@ -23,7 +23,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .results import format_matrix
     from .run import run
 
-    results = run(config, out)
+    try:
+        results = run(config, out, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"iqacl: interrupted; finished experiences are kept in {out}/checkpoints. "
+              f"Resume with the same command plus: --out {out} --resume", file=sys.stderr)
+        return 130
     for metric in ("srcc", "plcc"):
         print(format_matrix(results, metric))
         print()
@@ -120,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML config, e.g. experiments/configs/demo.yaml")
     r.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     r.add_argument("--out", help="RUN_DIR (default: runs/<config>-<strategy>-s<seed>-<time>)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last checkpoint")
     r.add_argument("--plugins", action="append", default=[], metavar="FILE.py",
                    help="a Python file that registers strategies (repeatable)")
     r.set_defaults(fn=cmd_run)

@@ -78,6 +78,7 @@ def run_grid(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[d
     """Run every variant x seed (skipping finished ones); return their results."""
     from strategies.registry import check_hyperparameters
 
+    from .checkpoint import latest_checkpoint
     from .run import run
 
     spec = read_grid(path)
@@ -98,8 +99,10 @@ def run_grid(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[d
             log.info("[%d/%d] %s seed %d: done already", i + 1, len(jobs), variant.label, seed)
             result = json.loads((run_dir / "results.json").read_text())
         else:
-            log.info("[%d/%d] %s seed %d", i + 1, len(jobs), variant.label, seed)
-            result = run(config, run_dir)
+            resume = latest_checkpoint(run_dir) is not None  # interrupted before: continue
+            log.info("[%d/%d] %s seed %d%s", i + 1, len(jobs), variant.label, seed,
+                     " (resuming)" if resume else "")
+            result = run(config, run_dir, resume=resume)
         results.append({"label": variant.label, "seed": seed, **result})
     return results
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ from benchmarks.stream import Stream, build_stream, joint_experience
 from models import IQALoss, build_model
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 
+from .checkpoint import (
+    fault_from_env,
+    latest_checkpoint,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from .loggers import CSVMetricLogger
 from .results import StagePredictions, write_run
 from .wandb_log import WandbLogger
@@ -183,33 +191,45 @@ def prepare(config: dict, out: Path | None = None) -> Benchmark:
     if parts.wrap_model is not None:
         model = parts.wrap_model(model)
     loggers, wandb_logger = make_loggers(config, out)
-    trainer = make_trainer(config, model, parts.plugins, device, loggers)
+    trainer = make_trainer(config, model, [*parts.plugins, *fault_from_env()], device, loggers)
     return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
 
 
-def train_and_evaluate(bench: Benchmark) -> tuple[StagePredictions, StagePredictions | None]:
-    """Evaluate all test sets before training and after each step (stream or joint)."""
+def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | None = None,
+                       ) -> tuple[StagePredictions, StagePredictions | None]:
+    """Evaluate all test sets before training and after each step (stream or joint).
+
+    With `out`, a checkpoint is written after each step; with `state` (a loaded
+    checkpoint), the run continues after the steps it had finished.
+    """
     stream, trainer = bench.stream, bench.trainer
     bm = stream.benchmark
     evaluate_val = bench.config["eval"]["validation"] and all(
         len(e.split.val) for e in stream.experiences)
     test = StagePredictions(stream.experiences)
-    val = StagePredictions(stream.experiences)
-    test.add("initial", trainer.evaluate(bm.test_stream))
+    val = StagePredictions(stream.experiences) if evaluate_val else None
+    if state is not None:
+        done = restore(bench, state, test, val)
+        log.info("resuming after %d finished step(s)", done)
+    else:
+        done = 0
+        test.add("initial", trainer.evaluate(bm.test_stream))
     if bench.spec.protocol == "joint":
         # One model on the union of all training sets; one evaluation row.
         steps = [("joint", joint_experience(stream), "all experiences")]
     else:
         steps = [(f"after_{i}", exp, stream.names[i]) for i, exp in enumerate(bm.train_stream)]
-    for stage, experience, name in steps:
+    for i, (stage, experience, name) in enumerate(steps[done:], start=done):
         log.info("training on %s", name)
         trainer.train(experience)
         test.add(stage, trainer.evaluate(bm.test_stream))
-        if evaluate_val:
+        if val is not None:
             val.add(stage, trainer.evaluate(bm.valid_stream))
         if bench.wandb is not None:
             bench.wandb.log_matrix(partial_results(bench, test), bench.step)
-    return test, (val if evaluate_val else None)
+        if out is not None:
+            save_checkpoint(out, bench, i + 1, test, val)
+    return test, val
 
 
 def partial_results(bench: Benchmark, test: StagePredictions) -> dict:
@@ -249,21 +269,35 @@ def strategy_memory(bench: Benchmark) -> dict:
             "extra_bytes": state + images * 3 * size * size}
 
 
-def run(config: dict, out: str | Path) -> dict:
-    """Run one benchmark described by a validated config; write RUN_DIR; return results."""
+def run(config: dict, out: str | Path, resume: bool = False) -> dict:
+    """Run one benchmark described by a validated config; write RUN_DIR; return results.
+
+    `resume=True` continues an interrupted run in the same RUN_DIR from its last
+    checkpoint (after the last finished experience).
+    """
     out = Path(out)
     if (out / "results.json").exists():
         raise UserError(f"{out} already holds a finished run (results.json); choose another "
                         "--out, or delete that folder to redo it")
+    checkpoint = latest_checkpoint(out)
+    if resume and checkpoint is None:
+        raise UserError(f"{out}: no checkpoint to resume from; run without --resume")
+    if not resume and checkpoint is not None:
+        raise UserError(f"{out} holds an unfinished run ({checkpoint.name}); add --resume to "
+                        "continue it, or choose another --out")
+    state = load_checkpoint(checkpoint, config) if resume else None
     started = time.time()
     bench = prepare(config, out)  # nothing is written before this succeeds
-    test, val = train_and_evaluate(bench)
+    test, val = train_and_evaluate(bench, out, state)
     results = write_run(
         out, config=config, stream=bench.stream, test=test, val=val,
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device), memory=strategy_memory(bench),
     )
+    # The final model stays; the checkpoints were only needed to resume.
+    torch.save(bench.trainer.strategy.model.state_dict(), out / "model.pt")
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     if bench.wandb is not None:
         bench.wandb.finish(results, out, bench.step)
     for logger in bench.loggers or []:

@@ -1,0 +1,192 @@
+"""Checkpoints after each experience, and resuming a run from the last one.
+
+A checkpoint holds everything the rest of the run depends on: model,
+optimizer, every strategy plugin's state (the state contract), Avalanche's
+training clock, the RNG states and the predictions so far. It is written to a
+temporary file and renamed, so a kill never leaves half a checkpoint, and it
+holds only tensors and plain values: it loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from avalanche.core import SupervisedPlugin
+
+from benchmarks.errors import UserError
+
+from .results import StagePredictions
+
+FORMAT = 1
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+
+
+def _predictions(preds: StagePredictions | None) -> dict | None:
+    if preds is None:
+        return None
+    return {stage: {j: tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+                    for j, arrays in per_exp.items()}
+            for stage, per_exp in preds.stages.items()}
+
+
+def _restore_predictions(preds: StagePredictions | None, saved: dict | None) -> None:
+    if preds is None or saved is None:
+        return
+    for stage, per_exp in saved.items():
+        preds.add(stage, {j: tuple(t.numpy() for t in arrays) for j, arrays in per_exp.items()})
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def save_checkpoint(out: Path, bench, done: int, test: StagePredictions,
+                    val: StagePredictions | None) -> Path:
+    """Atomically write `checkpoints/step_<done>.pt` after `done` finished steps."""
+    strategy = bench.trainer.strategy
+    model = strategy.model
+    state = {
+        "format": FORMAT,
+        "done": done,
+        "config": _comparable(bench.config),
+        "model": model.state_dict(),
+        "heads": sorted(model.heads) if hasattr(model, "heads") else [],
+        "known_tasks": sorted(getattr(model, "known_train_tasks_labels", [])),
+        "optimizer": strategy.optimizer.state_dict(),
+        "plugins": [p.state_dict() if hasattr(p, "state_dict") else None
+                    for p in bench.parts.plugins],
+        "clock": {k: v for k, v in vars(strategy.clock).items() if isinstance(v, int)},
+        "rng": rng_state(),
+        "test": _predictions(test),
+        "val": _predictions(val),
+        "train_loss": bench.trainer.losses.per_experience,
+    }
+    folder = checkpoint_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{done}.pt"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".step.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    for older in folder.glob("step_*.pt"):  # only the newest is needed to resume
+        if older != path:
+            older.unlink()
+    return path
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    files = sorted(checkpoint_dir(out).glob("step_*.pt"),
+                   key=lambda p: int(p.stem.split("_")[1]))
+    return files[-1] if files else None
+
+
+def _comparable(config: dict) -> dict:
+    """The config minus what may change between a run and its resumption (logging)."""
+    return {k: v for k, v in config.items() if k != "log"}
+
+
+def load_checkpoint(path: Path, config: dict) -> dict:
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc}); "
+                        "delete it to start the run again") from None
+    if state.get("format") != FORMAT:
+        raise UserError(f"{path}: checkpoint format {state.get('format')} is not {FORMAT}")
+    if state["config"] != _comparable(config):
+        raise UserError(f"{path}: this run was started with another config; resume it with "
+                        "the same config and overrides, or choose another --out")
+    return state
+
+
+def restore(bench, state: dict, test: StagePredictions, val: StagePredictions | None) -> int:
+    """Put a checkpoint back into a freshly prepared run; returns the steps already done."""
+    strategy = bench.trainer.strategy
+    model = strategy.model
+    if hasattr(model, "heads"):  # per-task heads made during the run: make them again
+        import copy
+
+        for t in state["heads"]:
+            if t not in model.heads:
+                model.heads[t] = copy.deepcopy(model.initial_head)
+        model.known_train_tasks_labels = set(state["known_tasks"])
+    model.load_state_dict(state["model"])
+    for plugin, saved in zip(bench.parts.plugins, state["plugins"], strict=True):
+        if saved is not None:
+            plugin.load_state_dict(saved)
+    for k, v in state["clock"].items():
+        setattr(strategy.clock, k, v)
+    bench.trainer.losses.per_experience = [list(x) for x in state["train_loss"]]
+    _restore_predictions(test, state["test"])
+    _restore_predictions(val, state["val"])
+    # Avalanche resets the optimizer when a strategy first trains; put the saved state
+    # back right after that, before any strategy plugin (PackNet) makes its own.
+    strategy.plugins.insert(0, _OptimizerRestore(state["optimizer"]))
+    set_rng_state(state["rng"])
+    return int(state["done"])
+
+
+class _OptimizerRestore(SupervisedPlugin):
+    def __init__(self, state: dict):
+        super().__init__()
+        self.state: dict | None = state
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        if self.state is not None:
+            strategy.optimizer.load_state_dict(self.state)
+            self.state = None
+
+
+class FaultInjector(SupervisedPlugin):
+    """Kills the process (SIGKILL) at a chosen training iteration: for crash tests.
+
+    Enabled by the environment: IQACL_KILL_AT="<experience>:<iteration>".
+    """
+
+    def __init__(self, spec: str):
+        super().__init__()
+        exp, it = spec.split(":")
+        self.experience, self.iteration = int(exp), int(it)
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        clock = strategy.clock
+        if (clock.train_exp_counter == self.experience
+                and clock.train_exp_iterations == self.iteration):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_from_env() -> list[Any]:
+    spec = os.environ.get("IQACL_KILL_AT")
+    return [FaultInjector(spec)] if spec else []

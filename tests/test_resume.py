@@ -1,0 +1,71 @@
+"""Crash and resume: SIGKILL mid-experience, --resume, the same matrices as no crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.errors import UserError
+from experiments.config import load_config
+from experiments.run import run
+
+DEMO = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"
+
+
+def overrides(root: Path, strategy: str) -> list[str]:
+    return [f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
+            "data.image_size=48", "train.epochs=2", "model.pretrained=false",
+            "log.progress=false", "log.plots=false", f"strategy.name={strategy}"]
+
+
+@pytest.mark.parametrize("strategy", ["naive", "ewc", "packnet", "replay"])
+def test_killed_run_resumes_to_the_same_matrices(strategy, tiny_demo, tmp_path):
+    config = load_config(DEMO, overrides(tiny_demo, strategy))
+    reference = run(config, tmp_path / "reference")
+
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("iqacl")
+    # Killed at iteration 2 of the second experience, a point the test chooses.
+    proc = subprocess.run([str(exe), "run", str(DEMO), "--out", str(out),
+                           *overrides(tiny_demo, strategy)],
+                          env={**os.environ, "IQACL_KILL_AT": "1:2"}, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert not (out / "results.json").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_1.pt"]
+    torch.load(out / "checkpoints" / "step_1.pt", weights_only=True)  # no arbitrary pickle
+
+    with pytest.raises(UserError, match="holds an unfinished run .* add --resume"):
+        run(config, out)
+    resumed = run(config, out, resume=True)
+    for m in ("srcc", "plcc", "krcc"):
+        assert resumed["matrices"][m] == reference["matrices"][m]
+        assert resumed["initial"][m] == reference["initial"][m]
+    assert resumed["train_loss"] == reference["train_loss"]
+    assert (out / "model.pt").exists() and not (out / "checkpoints").exists()
+
+
+def test_resume_needs_a_checkpoint_and_the_same_config(tiny_demo, tmp_path):
+    config = load_config(DEMO, overrides(tiny_demo, "naive"))
+    with pytest.raises(UserError, match="no checkpoint to resume from"):
+        run(config, tmp_path / "nothing", resume=True)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tiny_demo, tmp_path):
+    from experiments.checkpoint import FORMAT, load_checkpoint
+
+    config = load_config(DEMO, overrides(tiny_demo, "naive"))
+    other = load_config(DEMO, overrides(tiny_demo, "ewc"))
+    path = tmp_path / "step_1.pt"
+    torch.save({"format": FORMAT, "config": {k: v for k, v in other.items() if k != "log"}},
+               path)
+    with pytest.raises(UserError, match="started with another config"):
+        load_checkpoint(path, config)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read the checkpoint"):
+        load_checkpoint(path, config)
