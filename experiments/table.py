@@ -154,14 +154,19 @@ HIGHER_IS_BETTER = {"ACC": True, "BWT": True, "FWT": True, "forgetting": False,
 
 
 def _best(rows_: list[dict], col: str) -> set[int]:
+    """Rows holding the best value of a column, among comparable rows (task-agnostic ones
+    and task-aware ones separately)."""
     if col not in HIGHER_IS_BETTER and not col.startswith("final "):
         return set()
-    vals = [(i, r[col][0]) for i, r in enumerate(rows_) if isinstance(r[col], tuple)]
-    if not vals:
-        return set()
     sign = 1 if HIGHER_IS_BETTER.get(col, True) else -1
-    best = max(v * sign for _, v in vals)
-    return {i for i, v in vals if np.isclose(v * sign, best)}
+    out = set()
+    for aware in (False, True):
+        vals = [(i, r[col][0]) for i, r in enumerate(rows_)
+                if isinstance(r[col], tuple) and r["_task_aware"] == aware]
+        if vals:
+            best = max(v * sign for _, v in vals)
+            out |= {i for i, v in vals if np.isclose(v * sign, best)}
+    return out
 
 
 def _fmt(value, digits: int) -> str:
@@ -203,8 +208,9 @@ def render(groups: list[Group], metric: str = "srcc", fmt: str = "md") -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(f"{metric.upper()} on each experience's test set, mean ± std over seeds. "
-                     "**Bold**: best per column. Rows with task labels at test time are "
-                     "task-aware and not comparable with the others.")
+                     "**Bold**: best per column among task-agnostic rows, and among "
+                     "task-aware rows (task labels at test time), which are not comparable "
+                     "with the others.")
         return "\n".join(lines)
     if fmt == "latex":
         return _latex(cols, body, best, metric)

@@ -69,6 +69,7 @@ def test_markdown_latex_csv():
     md = render(groups, fmt="md")
     assert "| strategy | task labels | final EVA | final AVA | ACC |" in md
     assert "—" in md and "**0.950 ± 0.000**" in md  # joint's AVA is best
+    assert "| packnet | yes | **0.700 ± 0.000** |" in md  # best among task-aware rows
     tex = render(groups, fmt="latex")
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
     assert "task-aware" in tex and tex.index("task-aware") < tex.index("packnet")
