@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from avalanche.core import SupervisedPlugin
 
 from benchmarks.errors import UserError
 
-from .results import StagePredictions
+from .results import StagePredictions, atomic_file
 
 FORMAT = 1
 
@@ -89,17 +88,9 @@ def save_checkpoint(out: Path, bench, done: int, test: StagePredictions,
         "train_loss": bench.trainer.losses.per_experience,
     }
     folder = checkpoint_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{done}.pt"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".step.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as fh:
+        torch.save(state, fh)
     for older in folder.glob("step_*.pt"):  # only the newest is needed to resume
         if older != path:
             older.unlink()
