@@ -218,7 +218,8 @@ def render(groups: list[Group], metric: str = "srcc", fmt: str = "md") -> str:
 
 
 def _tex(text: str) -> str:
-    return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("±", r"$\pm$")
+    return (text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+            .replace("±", r"$\pm$").replace(DASH, "---"))
 
 
 def _latex(cols: list[str], body: list[dict], best: dict, metric: str) -> str:
@@ -232,7 +233,7 @@ def _latex(cols: list[str], body: list[dict], best: dict, metric: str) -> str:
             aware_started = True
             lines.append(r"\midrule")
             lines.append(rf"\multicolumn{{{len(cols)}}}{{l}}{{\emph{{task-aware (task label at "
-                         r"test time)}}} \\")
+                         r"test time)}} \\")
         cells = []
         for c in cols:
             text = _tex(_fmt(r[c], _digits(c)))

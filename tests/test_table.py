@@ -73,6 +73,7 @@ def test_markdown_latex_csv():
     tex = render(groups, fmt="latex")
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{" in tex
     assert "task-aware" in tex and tex.index("task-aware") < tex.index("packnet")
+    assert tex.count("{") == tex.count("}") and "—" not in tex
     csv = render(groups, fmt="csv").splitlines()
     assert csv[0].startswith("strategy,task labels,final EVA,final EVA std")
     assert len(csv) == 4
