@@ -32,21 +32,22 @@ class WandbLogger(BaseLogger):
         self._warned = False
         kwargs = dict(project=project, entity=entity, group=group, tags=tags or None, name=name,
                       config=config, dir=str(self.run_dir))
-        self.run = self._start(mode, kwargs)
+        self.run, error = self._start(mode, kwargs)
         if self.run is None and mode == "online":
-            self.run = self._start("offline", kwargs)
+            self.run, _ = self._start("offline", kwargs)
+        if error is not None:
+            outcome = "offline" if self.run is not None else "without W&B"
+            self._warn(f"W&B could not start in {mode} mode ({error}); the run goes on "
+                       f"{outcome}")
 
     def _start(self, mode: str, kwargs: dict):
         try:
             import wandb
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            return wandb.init(mode=mode, reinit="finish_previous", **kwargs)
+            return wandb.init(mode=mode, reinit="finish_previous", **kwargs), None
         except Exception as exc:
-            fallback = "offline" if mode == "online" else "without W&B"
-            self._warn(f"W&B could not start in {mode} mode ({type(exc).__name__}: {exc}); "
-                       f"the run goes on {fallback}")
-            return None
+            return None, f"{type(exc).__name__}: {exc}"
 
     def _warn(self, message: str) -> None:
         if not self._warned:

@@ -80,6 +80,25 @@ def test_wandb_that_cannot_start_never_stops_a_run(tiny_demo, tmp_path, monkeypa
     assert (tmp_path / "run" / "results.json").exists() and results["matrices"]["srcc"]
     warnings = [r.message for r in caplog.records if "W&B" in r.message]
     assert len(warnings) == 1 and "could not start in online mode" in warnings[0]
+    assert warnings[0].endswith("the run goes on without W&B")
+
+
+def test_online_failure_falls_back_to_offline(tiny_demo, tmp_path, monkeypatch, caplog):
+    import wandb
+
+    real_init = wandb.init
+
+    def online_fails(**kwargs):
+        if kwargs.get("mode") == "online":
+            raise wandb.errors.CommError("not logged in")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", online_fails)
+    with caplog.at_level(logging.WARNING):
+        run(config(tiny_demo, "log.wandb.mode=online"), tmp_path / "run")
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    warnings = [r.message for r in caplog.records if "W&B" in r.message]
+    assert len(warnings) == 1 and warnings[0].endswith("the run goes on offline")
 
 
 def test_a_crash_inside_wandb_never_loses_results(tiny_demo, tmp_path, monkeypatch, caplog):
