@@ -27,12 +27,17 @@ def index_images(root: Path) -> dict[str, tuple[str, int]]:
     EVA_category) the choice is deterministic.
     """
     found: dict[str, tuple[str, int]] = {}
+    real_root = os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             stem, suffix = os.path.splitext(name)
             if suffix.lower() in IMAGE_SUFFIXES and stem not in found:
                 path = os.path.join(dirpath, name)
+                # A link that points out of the dataset root is not part of the dataset.
+                if os.path.islink(path) and os.path.commonpath(
+                        [real_root, os.path.realpath(path)]) != real_root:
+                    continue
                 try:
                     found[stem] = (path, os.stat(path).st_size)
                 except OSError:

@@ -313,6 +313,11 @@ def read_json(entry: dict, root: Path, scale: tuple[float, float] | None = None)
     frame = pd.DataFrame(rows, columns=["image_id", "score", "path"], dtype=object)
     frame["score"] = _numeric(frame, "score", source, -1, unit="item")
     _check_range(frame, scale, source, -1, unit="item")
+    dup = frame["image_id"].duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise UserError(f"{source}, item {i}: image {frame['image_id'].iloc[i]} is listed "
+                        "twice; remove the duplicated item")
     return _table(entry, frame, scale, source)
 
 

@@ -8,6 +8,7 @@ i; column j: evaluated on experience j) and the initial row.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import time
@@ -269,6 +270,16 @@ def strategy_memory(bench: Benchmark) -> dict:
             "extra_bytes": state + images * 3 * size * size}
 
 
+def _check_writable(out: Path) -> None:
+    """Fail before any training if RUN_DIR cannot be written (without creating it)."""
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the run folder {out} ({existing} is not a writable "
+                        "folder); choose another --out")
+
+
 def run(config: dict, out: str | Path, resume: bool = False) -> dict:
     """Run one benchmark described by a validated config; write RUN_DIR; return results.
 
@@ -286,6 +297,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         raise UserError(f"{out} holds an unfinished run ({checkpoint.name}); add --resume to "
                         "continue it, or choose another --out")
     state = load_checkpoint(checkpoint, config) if resume else None
+    _check_writable(out)
     started = time.time()
     bench = prepare(config, out)  # nothing is written before this succeeds
     test, val = train_and_evaluate(bench, out, state)

@@ -222,3 +222,24 @@ def test_experience_without_usable_image_is_an_error(ava_root):
         f.unlink()
     with pytest.raises(UserError, match="none of its 3 labelled images was found"):
         load_experiences([ava(ava_root)])
+
+
+def test_json_duplicated_id(tmp_path):
+    write(tmp_path / "l.json", json.dumps([{"image_id": "1", "score": 3},
+                                           {"image_id": "2", "score": 3},
+                                           {"image_id": "1", "score": 4}]))
+    entry = {"name": "K", "format": "json", "root": str(tmp_path), "labels": "l.json",
+             "scale": [1, 5]}
+    with pytest.raises(UserError, match=r"l.json, item 2: image 1 is listed twice"):
+        read_labels(entry)
+
+
+def test_image_links_pointing_out_of_the_root_are_not_used(tmp_path):
+    from benchmarks.images import index_images
+
+    outside = jpeg(tmp_path / "elsewhere" / "7.jpg")
+    root = tmp_path / "ds"
+    jpeg(root / "images" / "8.jpg")
+    (root / "images" / "7.jpg").symlink_to(outside)
+    (root / "images" / "9.jpg").symlink_to(root / "images" / "8.jpg")  # inside: fine
+    assert sorted(index_images(root)) == ["8", "9"]

@@ -172,6 +172,13 @@ def test_bad_label_file_names_file_and_line(tiny_demo, tmp_path, capsys):
     assert f"{ava / 'AVA.txt'}, line 5: 12 fields" in err[0]
 
 
+def test_unwritable_run_folder_is_refused_before_training(tiny_demo, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, err = run_cli(capsys, "--out", str(blocker / "run"), *tiny_overrides(tiny_demo))
+    assert code == 2 and "cannot write the run folder" in err[0]
+
+
 def test_finished_run_is_never_overwritten(finished_run, capsys):
     out, _ = finished_run
     before = (out / "results.json").read_text()
