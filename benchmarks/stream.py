@@ -150,19 +150,22 @@ def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: f
     return experiences
 
 
+def eval_transform(image_size: int) -> T.Compose:
+    """Resize to 8/7 of the size, centre crop, normalise (also used by `iqacl predict`)."""
+    return T.Compose([
+        T.Resize(round(image_size * 8 / 7), antialias=True),
+        T.CenterCrop(image_size),
+        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
 def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0)) -> TransformGroups:
-    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     train = T.Compose([
         T.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
         T.RandomHorizontalFlip(),
-        *normalise,
+        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
-    evaluate = T.Compose([
-        T.Resize(round(image_size * 8 / 7), antialias=True),
-        T.CenterCrop(image_size),
-        *normalise,
-    ])
-    return TransformGroups({"train": train, "eval": evaluate})
+    return TransformGroups({"train": train, "eval": eval_transform(image_size)})
 
 
 def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups) -> AvalancheDataset:

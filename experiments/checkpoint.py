@@ -76,7 +76,6 @@ def save_checkpoint(out: Path, bench, done: int, test: StagePredictions,
         "done": done,
         "config": _comparable(bench.config),
         "model": model.state_dict(),
-        "heads": sorted(model.heads) if hasattr(model, "heads") else [],
         "known_tasks": sorted(getattr(model, "known_train_tasks_labels", [])),
         "optimizer": strategy.optimizer.state_dict(),
         "plugins": [p.state_dict() if hasattr(p, "state_dict") else None
@@ -126,14 +125,9 @@ def restore(bench, state: dict, test: StagePredictions, val: StagePredictions | 
     """Put a checkpoint back into a freshly prepared run; returns the steps already done."""
     strategy = bench.trainer.strategy
     model = strategy.model
-    if hasattr(model, "heads"):  # per-task heads made during the run: make them again
-        import copy
-
-        for t in state["heads"]:
-            if t not in model.heads:
-                model.heads[t] = copy.deepcopy(model.initial_head)
+    load_model_state(model, state["model"])
+    if hasattr(model, "heads"):
         model.known_train_tasks_labels = set(state["known_tasks"])
-    model.load_state_dict(state["model"])
     for plugin, saved in zip(bench.parts.plugins, state["plugins"], strict=True):
         if saved is not None:
             plugin.load_state_dict(saved)
@@ -147,6 +141,17 @@ def restore(bench, state: dict, test: StagePredictions, val: StagePredictions | 
     strategy.plugins.insert(0, _OptimizerRestore(state["optimizer"]))
     set_rng_state(state["rng"])
     return int(state["done"])
+
+
+def load_model_state(model: torch.nn.Module, state: dict) -> None:
+    """Load weights into a freshly built model, first making the per-task heads it had."""
+    if hasattr(model, "heads"):
+        import copy
+
+        for t in sorted({k.split(".")[1] for k in state if k.startswith("heads.")}):
+            if t not in model.heads:
+                model.heads[t] = copy.deepcopy(model.initial_head)
+    model.load_state_dict(state)
 
 
 class _OptimizerRestore(SupervisedPlugin):

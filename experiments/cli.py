@@ -77,6 +77,17 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    out = args.out or str(Path(args.run_dir) / "predict.csv")
+    info = predict(args.run_dir, args.images, out, stage=args.stage, task=args.task)
+    print(f"scored {info['scored']} image(s) with the model after {info['stage']}, on the "
+          f"scale of {info['experience']} {info['scale']}; skipped {info['skipped']} "
+          f"unreadable; wrote {out}")
+    return 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from benchmarks.demo_data import make_demo_data
 
@@ -148,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--metric", choices=["srcc", "plcc", "krcc"], default="srcc")
     t.add_argument("--matrices", action="store_true", help="also the mean matrix per row")
     t.set_defaults(fn=cmd_table)
+
+    p_ = sub.add_parser("predict", help="score images with a finished run's model")
+    p_.add_argument("run_dir")
+    p_.add_argument("images", nargs="+", help="image files or folders")
+    p_.add_argument("--stage", help="after_0, after_1, ... or joint (default: the last)")
+    p_.add_argument("--task", type=int, help="experience whose head and scale to use "
+                    "(default: the last)")
+    p_.add_argument("--out", help="CSV to write (default: RUN_DIR/predict.csv)")
+    p_.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser("demo-data", help="write a small EVA + AVA pair in the real formats")
     d.add_argument("dir")

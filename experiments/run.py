@@ -38,7 +38,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .loggers import CSVMetricLogger
-from .results import StagePredictions, write_run
+from .results import StagePredictions, atomic_file, write_run
 from .wandb_log import WandbLogger
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,8 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
         if bench.wandb is not None:
             bench.wandb.log_matrix(partial_results(bench, test), bench.step)
         if out is not None:
+            with atomic_file(out / "models" / f"{stage}.pt", "wb") as fh:
+                torch.save(trainer.strategy.model.state_dict(), fh)  # for `iqacl predict`
             save_checkpoint(out, bench, i + 1, test, val)
     return test, val
 
@@ -307,8 +309,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device), memory=strategy_memory(bench),
     )
-    # The final model stays; the checkpoints were only needed to resume.
-    torch.save(bench.trainer.strategy.model.state_dict(), out / "model.pt")
+    # The models of each stage stay (models/); the checkpoints were only for resuming.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     if bench.wandb is not None:
         bench.wandb.finish(results, out, bench.step)

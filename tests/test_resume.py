@@ -47,7 +47,8 @@ def test_killed_run_resumes_to_the_same_matrices(strategy, tiny_demo, tmp_path):
         assert resumed["matrices"][m] == reference["matrices"][m]
         assert resumed["initial"][m] == reference["initial"][m]
     assert resumed["train_loss"] == reference["train_loss"]
-    assert (out / "model.pt").exists() and not (out / "checkpoints").exists()
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["after_0.pt", "after_1.pt"]
+    assert not (out / "checkpoints").exists()
 
 
 def test_resume_needs_a_checkpoint_and_the_same_config(tiny_demo, tmp_path):

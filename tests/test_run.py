@@ -172,6 +172,27 @@ def test_bad_label_file_names_file_and_line(tiny_demo, tmp_path, capsys):
     assert f"{ava / 'AVA.txt'}, line 5: 12 fields" in err[0]
 
 
+def test_predict_scores_images_like_the_run_did(finished_run, tiny_demo, tmp_path):
+    """`iqacl predict` on EVA's test images reproduces the run's own predictions."""
+    out, results = finished_run
+    ref = pd.read_csv(out / "predictions" / "after_0" / "EVA.csv", dtype={"image_id": str})
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for image_id in ref["image_id"]:
+        (images / f"{image_id}.jpg").write_bytes(
+            (tiny_demo / "EVA/images/EVA_together" / f"{image_id}.jpg").read_bytes())
+    (images / "broken.jpg").write_bytes(b"not an image")
+    code = main(["predict", str(out), str(images), "--stage", "after_0", "--task", "0",
+                 "--out", str(tmp_path / "p.csv")])
+    assert code == 0
+    got = pd.read_csv(tmp_path / "p.csv")
+    assert len(got) == len(ref)  # the broken file is skipped, not fatal
+    got["image_id"] = got["path"].map(lambda p: Path(p).stem)
+    merged = ref.merge(got, on="image_id")
+    assert merged["score"].to_numpy() == pytest.approx(merged["prediction"].to_numpy(),
+                                                       abs=1e-4)
+
+
 def test_unwritable_run_folder_is_refused_before_training(tiny_demo, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
