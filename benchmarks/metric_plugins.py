@@ -40,10 +40,14 @@ class _Batches:
         self.index.append(idx.detach().reshape(-1).cpu())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, targets, predictions; unreadable images (NaN target) left out."""
         if not self.pred:
             return np.empty(0, int), np.empty(0), np.empty(0)
-        return (torch.cat(self.index).numpy(), torch.cat(self.target).numpy().astype(np.float64),
-                torch.cat(self.pred).numpy().astype(np.float64))
+        index = torch.cat(self.index).numpy()
+        target = torch.cat(self.target).numpy().astype(np.float64)
+        pred = torch.cat(self.pred).numpy().astype(np.float64)
+        ok = ~np.isnan(target)
+        return index[ok], target[ok], pred[ok]
 
 
 class CorrelationMetric(PluginMetric[float]):
@@ -108,3 +112,31 @@ class PredictionRecorder(SupervisedPlugin):
         index, target, pred = self._batches.arrays()
         order = np.argsort(index, kind="stable")
         self.results[key] = (index[order], target[order], pred[order])
+
+
+class UnreadableRecorder(SupervisedPlugin):
+    """Which samples came out unreadable (NaN target), by (task label, part, row).
+
+    The task label names the experience (each has its own); training batches
+    (replay and cumulative included) come from training sets.
+    """
+
+    PARTS = {"test": "test", "valid": "val"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str, int]] = set()
+
+    def _add(self, strategy, part: str | None) -> None:
+        bad = torch.isnan(strategy.mb_y.reshape(-1))
+        if bad.any():
+            rows = strategy.mbatch[2].reshape(-1)[bad].tolist()
+            tasks = strategy.mbatch[-1].reshape(-1)[bad].tolist()
+            for t, r in zip(tasks, rows, strict=True):
+                self.seen.add((int(t), part or "train", int(r)))
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        self._add(strategy, "train")
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        self._add(strategy, self.PARTS.get(stream_type(strategy.experience)))

@@ -16,6 +16,7 @@ from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute, TaskLabels
 from avalanche.benchmarks.utils.flat_data import ConstantSequence
 from avalanche.benchmarks.utils.transform_groups import TransformGroups
+from PIL import Image
 from torchvision import transforms as T
 
 from .errors import UserError
@@ -52,11 +53,37 @@ class ExperienceData:
         lo, hi = self.scale
         return lo + (np.asarray(values, dtype=np.float64) + 1.0) * (hi - lo) / 2.0
 
+    def mark_unreadable(self, part: str, rows: Sequence[int]) -> int:
+        """Record images of `part` found unreadable while running; returns how many are new."""
+        new = []
+        for row in rows:
+            image_id = getattr(self.split, part)[row]
+            if image_id in set(self.dropped["image_id"]):
+                continue
+            try:  # ask the file again for the reason (workers kept theirs)
+                load_rgb(self.table.loc[image_id, "file"])
+                reason = "unreadable while running"
+            except Exception as exc:
+                reason = f"unreadable: {type(exc).__name__}: {exc}"
+            new.append((image_id, reason))
+        if new:
+            self.dropped = pd.concat([self.dropped, pd.DataFrame(new, columns=["image_id",
+                                                                             "reason"])],
+                                     ignore_index=True)
+        return len(new)
+
+    def unusable_fraction(self) -> float:
+        labelled = len(self.table) + int((~self.dropped["reason"].str.startswith(
+            "unreadable")).sum())
+        return len(self.dropped) / max(labelled, 1)
+
     def counts(self) -> dict[str, int]:
+        unreadable = int(self.dropped["reason"].str.startswith("unreadable").sum())
         return {
-            "labelled": int(len(self.table) + len(self.dropped)),
-            "usable": int(len(self.table)),
+            "labelled": int(len(self.table) + len(self.dropped) - unreadable),
+            "usable": int(len(self.table) - unreadable),
             "dropped": int(len(self.dropped)),
+            "unreadable": unreadable,
             "train": len(self.split.train),
             "val": len(self.split.val),
             "test": len(self.split.test),
@@ -75,18 +102,32 @@ class Stream:
 
 
 class ScoreImages(torch.utils.data.Dataset):
-    """Images decoded when first read; item = (image, target in [-1, 1], row index)."""
+    """Images decoded when first read; item = (image, target in [-1, 1], row index).
+
+    An image that cannot be decoded never stops a run: it comes out as a blank
+    image with a NaN target, which the loss and the metrics skip, and its
+    reason is kept in `failures` (in the main process; DataLoader workers hold
+    their own copies, so `unreadable()` asks the files again).
+    """
 
     def __init__(self, files: Sequence[str], targets: np.ndarray):
         self.files = list(files)
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
+        self.failures: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
         # The row index travels with the sample so predictions map back to image ids.
-        return load_rgb(self.files[i]), self.targets[i], i
+        try:
+            return load_rgb(self.files[i]), self.targets[i], i
+        except Exception as exc:  # truncated, not an image, decompression bomb, ...
+            self.failures[i] = f"unreadable: {type(exc).__name__}: {exc}"
+            return BLANK, torch.tensor(float("nan")), i
+
+
+BLANK = Image.new("RGB", (8, 8))
 
 
 def _expand(table: LabelTable, entry: dict) -> list[tuple[str, pd.DataFrame]]:
@@ -108,8 +149,21 @@ def _category_order(name: str) -> int:
     return {v: k for k, v in EVA_CATEGORIES.items()}[name]
 
 
+def check_dropped(exp: ExperienceData, max_fraction: float) -> None:
+    """Too many unusable images means a broken download or layout: stop, say where."""
+    fraction = exp.unusable_fraction()
+    if fraction > max_fraction:
+        reasons = exp.dropped["reason"].str.split(":").str[0].value_counts().to_dict()
+        raise UserError(
+            f"experience '{exp.name}' ({exp.source}): {len(exp.dropped)} images "
+            f"({fraction:.1%}) are unusable {reasons}, more than data.max_dropped_fraction "
+            f"= {max_fraction:.1%}; fix the images or raise that limit"
+        )
+
+
 def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: float = 0.2,
-                     val_fraction: float = 0.1) -> list[ExperienceData]:
+                     val_fraction: float = 0.1,
+                     max_dropped_fraction: float = 1.0) -> list[ExperienceData]:
     """Read labels, find images (existence and size only), split, guard leakage."""
     pending = []
     indexes: dict[str, dict] = {}
@@ -147,6 +201,7 @@ def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: f
             table=resolved.usable.set_index("image_id", drop=False),
             split=split, dropped=resolved.dropped, source=str(table.source),
         ))
+        check_dropped(experiences[-1], max_dropped_fraction)
     return experiences
 
 
@@ -193,10 +248,12 @@ def joint_experience(stream: Stream):
 
 def build_stream(entries: Sequence[dict], *, seed: int = 0, image_size: int = 224,
                  test_fraction: float = 0.2, val_fraction: float = 0.1,
-                 crop_scale: Sequence[float] = (0.5, 1.0)) -> Stream:
+                 crop_scale: Sequence[float] = (0.5, 1.0),
+                 max_dropped_fraction: float = 1.0) -> Stream:
     """The Avalanche benchmark: train/valid/test streams, one experience per dataset."""
     experiences = load_experiences(entries, seed=seed, test_fraction=test_fraction,
-                                   val_fraction=val_fraction)
+                                   val_fraction=val_fraction,
+                                   max_dropped_fraction=max_dropped_fraction)
     tfs = make_transforms(image_size, crop_scale)
     streams = {
         part_name: [make_dataset(e, part, tfs) for e in experiences]

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
         "val_fraction": 0.1,    # carved from the training part
         "crop_scale": [0.5, 1.0],
         "num_workers": 0,
+        "max_dropped_fraction": 0.01,  # stop if more of an experience is missing/unreadable
     },
     "model": {
         "backbone": "mobilenet_v2",
@@ -202,6 +203,8 @@ def validate(config: dict) -> None:
         (0 <= config["data"]["val_fraction"] < 1, "data.val_fraction", "must be in [0, 1)"),
         (config["data"]["image_size"] >= 32, "data.image_size", "must be at least 32"),
         (config["data"]["num_workers"] >= 0, "data.num_workers", "must be 0 or more"),
+        (0 <= config["data"]["max_dropped_fraction"] <= 1, "data.max_dropped_fraction",
+         "must be in [0, 1]"),
         (config["eval"]["plcc_fit"] in ("none", "logistic"), "eval.plcc_fit",
          "must be 'none' or 'logistic'"),
         (config["model"]["heads"] in ("shared", "per_task"), "model.heads",

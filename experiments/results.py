@@ -168,6 +168,7 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
                        if val is not None and val.stages else None),
         "counts": {e.name: e.counts() for e in stream.experiences},
         "dropped": int(sum(len(e.dropped) for e in stream.experiences)),
+        "unreadable": int(sum(e.counts()["unreadable"] for e in stream.experiences)),
         "removed_for_leakage": int(sum(e.split.removed_for_leakage
                                        for e in stream.experiences)),
         "train_loss": train_loss,

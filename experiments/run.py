@@ -25,8 +25,12 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from benchmarks.errors import UserError
-from benchmarks.metric_plugins import PredictionRecorder, correlation_metrics
-from benchmarks.stream import Stream, build_stream, joint_experience
+from benchmarks.metric_plugins import (
+    PredictionRecorder,
+    UnreadableRecorder,
+    correlation_metrics,
+)
+from benchmarks.stream import Stream, build_stream, check_dropped, joint_experience
 from models import IQALoss, build_model
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 
@@ -62,7 +66,8 @@ def stream_from_config(config: dict) -> Stream:
     data = config["data"]
     return build_stream(config["stream"], seed=config["seed"], image_size=data["image_size"],
                         test_fraction=data["test_fraction"], val_fraction=data["val_fraction"],
-                        crop_scale=data["crop_scale"])
+                        crop_scale=data["crop_scale"],
+                        max_dropped_fraction=data["max_dropped_fraction"])
 
 
 def model_from_config(config: dict) -> torch.nn.Module:
@@ -98,6 +103,7 @@ class Trainer:
     strategy: SupervisedTemplate
     recorder: PredictionRecorder
     losses: EpochLoss
+    unreadable: UnreadableRecorder
     num_workers: int = 0
 
     def evaluate(self, stream) -> dict[int, tuple]:
@@ -124,15 +130,15 @@ def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
             loss_metrics(epoch=True),
             loggers=loggers,
         )
-    recorder, losses = PredictionRecorder(), EpochLoss()
+    recorder, losses, unreadable = PredictionRecorder(), EpochLoss(), UnreadableRecorder()
     strategy = SupervisedTemplate(
         model=model, optimizer=optimizer,
         criterion=IQALoss(config["loss"]["ranking_weight"], config["loss"]["margin"]),
         train_mb_size=train["batch_size"], train_epochs=train["epochs"],
         eval_mb_size=evalc["batch_size"], device=device,
-        plugins=[*plugins, recorder, losses], evaluator=evaluator,
+        plugins=[*plugins, recorder, losses, unreadable], evaluator=evaluator,
     )
-    return Trainer(strategy, recorder, losses, config["data"]["num_workers"])
+    return Trainer(strategy, recorder, losses, unreadable, config["data"]["num_workers"])
 
 
 @dataclass
@@ -228,11 +234,25 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
             val.add(stage, trainer.evaluate(bm.valid_stream))
         if bench.wandb is not None:
             bench.wandb.log_matrix(partial_results(bench, test), bench.step)
+        record_unreadable(bench)
         if out is not None:
             with atomic_file(out / "models" / f"{stage}.pt", "wb") as fh:
                 torch.save(trainer.strategy.model.state_dict(), fh)  # for `iqacl predict`
             save_checkpoint(out, bench, i + 1, test, val)
     return test, val
+
+
+def record_unreadable(bench: Benchmark) -> None:
+    """Images that failed to decode this step: into `dropped`, and stop if too many."""
+    by_key: dict[tuple[int, str], list[int]] = {}
+    for task, part, row in bench.trainer.unreadable.seen:
+        by_key.setdefault((task, part), []).append(row)
+    for (task, part), rows in sorted(by_key.items()):
+        exp = bench.stream.experiences[task]
+        if exp.mark_unreadable(part, sorted(rows)):
+            log.warning("%s: %d unreadable image(s) skipped so far (see dropped.csv)",
+                        exp.name, int(exp.dropped["reason"].str.startswith("unreadable").sum()))
+        check_dropped(exp, bench.config["data"]["max_dropped_fraction"])
 
 
 def partial_results(bench: Benchmark, test: StagePredictions) -> dict:

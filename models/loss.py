@@ -29,6 +29,11 @@ class IQALoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.to(pred.dtype).reshape(pred.shape)
+        known = ~torch.isnan(target)  # NaN: an image that could not be read
+        if not known.all():
+            if not known.any():
+                return pred.sum() * 0.0
+            pred, target = pred[known], target[known]
         loss = nn.functional.mse_loss(pred, target)
         if self.ranking_weight:
             loss = loss + self.ranking_weight * pairwise_ranking_loss(pred, target, self.margin)
