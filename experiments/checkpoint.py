@@ -166,21 +166,23 @@ class _OptimizerRestore(SupervisedPlugin):
 
 
 class FaultInjector(SupervisedPlugin):
-    """Kills the process (SIGKILL) at a chosen training iteration: for crash tests.
+    """Sends the process a signal at a chosen training iteration: for crash tests.
 
-    Enabled by the environment: IQACL_KILL_AT="<experience>:<iteration>".
+    Enabled by the environment: IQACL_KILL_AT="<experience>:<iteration>[:KILL|INT]"
+    (SIGKILL by default; INT is a Ctrl-C).
     """
 
     def __init__(self, spec: str):
         super().__init__()
-        exp, it = spec.split(":")
+        exp, it, *sig = spec.split(":")
         self.experience, self.iteration = int(exp), int(it)
+        self.signal = getattr(signal, f"SIG{sig[0] if sig else 'KILL'}")
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         clock = strategy.clock
         if (clock.train_exp_counter == self.experience
                 and clock.train_exp_iterations == self.iteration):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
 
 
 def fault_from_env() -> list[Any]:

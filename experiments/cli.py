@@ -88,6 +88,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from .check_data import check_data
+    from .config import load_config
+
+    report, ok = check_data(load_config(args.config, args.overrides), args.decode, args.workers)
+    print(report)
+    if not ok:
+        print("iqacl: error: too many unusable images (data.max_dropped_fraction); see above",
+              file=sys.stderr)
+    return 0 if ok else 2
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from benchmarks.demo_data import make_demo_data
 
@@ -169,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_.add_argument("--out", help="CSV to write (default: RUN_DIR/predict.csv)")
     p_.set_defaults(fn=cmd_predict)
 
+    c = sub.add_parser("check-data", help="count usable, missing, unreadable images and "
+                       "leakage per experience, before a long run")
+    c.add_argument("config")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("--decode", action="store_true", help="open every image (in parallel)")
+    c.add_argument("--workers", type=int, default=4)
+    c.set_defaults(fn=cmd_check_data)
+
     d = sub.add_parser("demo-data", help="write a small EVA + AVA pair in the real formats")
     d.add_argument("dir")
     d.add_argument("--n-ava", type=int, default=600)
@@ -196,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # Overrides may come after options too: `iqacl run c.yaml --out D train.epochs=1`.
     overrides_only = all("=" in e and not e.startswith("-") for e in extra)
-    if extra and args.command in ("run", "grid") and overrides_only:
+    if extra and args.command in ("run", "grid", "check-data") and overrides_only:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

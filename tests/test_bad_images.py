@@ -111,3 +111,18 @@ def test_too_many_missing_images_stop_before_training(tiny_demo, tmp_path):
                                         r"\{'missing': 5\}"):
         run(load_config(DEMO, overrides(root)), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_check_data_reports_before_a_run(tiny_demo, tmp_path, capsys):
+    from experiments.cli import main
+
+    root, bad = broken_demo(tiny_demo, tmp_path)
+    (root / "AVA/images" / f"{bad[0]}.jpg").unlink()  # one missing as well
+    args = ["check-data", str(DEMO), *overrides(root)]
+    assert main(args) == 0  # without --decode only existence is checked: 1 of 200 missing
+    out = capsys.readouterr().out
+    assert "| AVA | 200 | 199 | 1 | not checked (--decode) |" in out
+    assert main([*args, "--decode"]) == 2  # 1 missing + 2 unreadable = 1.5% > 1%
+    out = capsys.readouterr().out
+    assert "| AVA | 200 | 197 | 1 | 2 |" in out and "NO: 1.5% unusable > 1.0%" in out
+    assert "DecompressionBombError" in out

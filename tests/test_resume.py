@@ -70,3 +70,20 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_demo, tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read the checkpoint"):
         load_checkpoint(path, config)
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_demo, tmp_path):
+    out = tmp_path / "run"
+    exe = Path(sys.executable).with_name("iqacl")
+    proc = subprocess.run([str(exe), "run", str(DEMO), "--out", str(out),
+                           *overrides(tiny_demo, "naive")],
+                          env={**os.environ, "IQACL_KILL_AT": "1:2:INT"},
+                          capture_output=True, text=True)
+    assert proc.returncode == 130
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"iqacl: interrupted; finished experiences are kept in {out}/checkpoints. "
+        f"Resume with the same command plus: --out {out} --resume")
+    assert "Traceback" not in proc.stderr
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_1.pt"]
+    resumed = run(load_config(DEMO, overrides(tiny_demo, "naive")), out, resume=True)
+    assert len(resumed["matrices"]["srcc"]) == 2
