@@ -340,7 +340,7 @@ def _read_simple_csv(source: Path, id_col: str, score_col: str, path_col: str | 
                           encoding="utf-8-sig", skipinitialspace=True)
     except pd.errors.ParserError as exc:
         raise UserError(f"{source}: cannot parse as '{sep}'-delimited CSV ({exc})") from None
-    except pd.errors.EmptyUserError:
+    except pd.errors.EmptyDataError:
         raise UserError(f"{source}: the file is empty; give a label file with a header") from None
     raw.columns = [c.strip() for c in raw.columns]
     wanted = [c for c in (id_col, score_col, path_col) if c]

@@ -67,3 +67,25 @@ def test_grid_expands_the_product(tmp_path):
     path.write_text("base: x.yaml\ngrid: {seed: []}\n")
     with pytest.raises(UserError, match="grid key 'seed' needs a non-empty list"):
         read_grid(path)
+
+
+def test_a_relaunched_grid_redoes_only_unfinished_runs(tiny_demo, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from experiments.grid import run_grid
+
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "base: experiments/configs/demo.yaml\nseeds: [0, 1]\n"
+        f"overrides: [stream.EVA.root={tiny_demo / 'EVA'}, stream.AVA.root={tiny_demo / 'AVA'},"
+        " data.image_size=48, train.epochs=1, model.pretrained=false, log.progress=false,"
+        " log.plots=false, eval.validation=false]\n"
+        "variants: [{label: naive, overrides: []}]\n")
+    first = run_grid(path, tmp_path / "runs")
+    shutil.rmtree(tmp_path / "runs" / "naive-s1")  # as if that run had never finished
+    with caplog.at_level(logging.INFO):
+        second = run_grid(path, tmp_path / "runs")
+    assert "naive seed 0: done already" in caplog.text
+    assert "[2/2] naive seed 1\n" in caplog.text + "\n"
+    assert [r["matrices"] for r in second] == [r["matrices"] for r in first]

@@ -243,3 +243,22 @@ def test_image_links_pointing_out_of_the_root_are_not_used(tmp_path):
     (root / "images" / "7.jpg").symlink_to(outside)
     (root / "images" / "9.jpg").symlink_to(root / "images" / "8.jpg")  # inside: fine
     assert sorted(index_images(root)) == ["8", "9"]
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", ""])
+def test_non_finite_scores_name_the_line(tmp_path, bad):
+    write(tmp_path / "l.csv", f"image_id,score\n1,5\n2,{bad}\n")
+    entry = {"name": "K", "format": "csv", "root": str(tmp_path), "labels": "l.csv",
+             "scale": [1, 10]}
+    with pytest.raises(UserError, match=r"l.csv, line 3: score '.*' is not a finite number"):
+        read_labels(entry)
+
+
+@pytest.mark.parametrize("fmt, name", [("eva", "data/votes_filtered.csv"), ("ava", "AVA.txt"),
+                                       ("csv", "l.csv")])
+def test_empty_label_files(tmp_path, fmt, name):
+    write(tmp_path / name, "")
+    entry = {"name": "K", "format": fmt, "root": str(tmp_path), "labels": name,
+             "scale": [1, 10]}
+    with pytest.raises(UserError, match=r"(empty|no labelled image|header '')"):
+        read_labels(entry)

@@ -122,3 +122,13 @@ def test_a_crash_inside_wandb_never_loses_results(tiny_demo, tmp_path, monkeypat
     assert on_disk == results
     warnings = [r.message for r in caplog.records if "W&B" in r.message]
     assert len(warnings) == 1 and "wandb internal error" in warnings[0]
+
+
+def test_no_secret_is_written(tiny_demo, tmp_path, monkeypatch):
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    out = tmp_path / "run"
+    run(config(tiny_demo), out)
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".csv", ".txt", ".log", ".yaml"):
+            assert secret not in path.read_text(errors="ignore"), path
