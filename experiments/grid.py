@@ -59,12 +59,13 @@ def read_grid(path: str | Path) -> dict:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{path}: grid key '{key}' needs a non-empty list of values")
-    spec["variants"] = [
-        Variant(" ".join(filter(None, [v.label, *(f"{k}={x}" for k, x in zip(grid, combo,
-                                                                           strict=True))])),
-                [*v.overrides, *(f"{k}={x}" for k, x in zip(grid, combo, strict=True))])
-        for v in variants for combo in itertools.product(*grid.values())
-    ]
+    expanded = []
+    for v in variants:
+        for combo in itertools.product(*grid.values()):
+            settings = [f"{k}={x}" for k, x in zip(grid, combo, strict=True)]
+            expanded.append(Variant(" ".join(filter(None, [v.label, *settings])),
+                                    [*v.overrides, *settings]))
+    spec["variants"] = expanded
     spec.setdefault("seeds", [0])
     spec.setdefault("overrides", [])
     return spec
