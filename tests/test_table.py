@@ -91,3 +91,22 @@ def test_load_runs_from_folders(tmp_path):
     assert len(load_runs([tmp_path / "r0"])) == 1
     with pytest.raises(UserError, match="no results.json"):
         load_runs([tmp_path / "missing"])
+
+
+def test_table_and_help_do_not_import_torch_or_avalanche(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text(json.dumps(result("naive")))
+    code = ("import sys; from experiments.cli import main; main(['table', sys.argv[1]]); "
+            "heavy = [m for m in ('torch', 'avalanche', 'wandb') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "| naive | no |" in proc.stdout
+    proc = subprocess.run([sys.executable, "-c", "import sys; from experiments.cli import "
+                           "build_parser; build_parser(); assert 'torch' not in sys.modules"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
