@@ -79,6 +79,15 @@ def resolve_images(frame: pd.DataFrame, root: Path,
     return Resolved(usable, dropped)
 
 
+def unreadable_reason(path: str) -> str | None:
+    """Why an image cannot be decoded (the `dropped.csv` reason), or None if it can."""
+    try:
+        load_rgb(path)
+        return None
+    except Exception as exc:  # truncated, not an image, decompression bomb, ...
+        return f"unreadable: {type(exc).__name__}: {exc}"
+
+
 def load_rgb(path: str) -> Image.Image:
     """Open an image as RGB: EXIF rotation applied, greyscale/CMYK/RGBA converted."""
     with Image.open(path) as img:

@@ -20,8 +20,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from .errors import UserError
-from .images import index_images, load_rgb, resolve_images
-from .labels import LabelTable, read_labels
+from .images import index_images, load_rgb, resolve_images, unreadable_reason
+from .labels import EVA_CATEGORIES, LabelTable, read_labels
 from .splits import Split, make_splits
 
 log = logging.getLogger(__name__)
@@ -55,30 +55,29 @@ class ExperienceData:
 
     def mark_unreadable(self, part: str, rows: Sequence[int]) -> int:
         """Record images of `part` found unreadable while running; returns how many are new."""
-        new = []
+        known, ids, new = set(self.dropped["image_id"]), getattr(self.split, part), []
         for row in rows:
-            image_id = getattr(self.split, part)[row]
-            if image_id in set(self.dropped["image_id"]):
+            image_id = ids[row]
+            if image_id in known:
                 continue
-            try:  # ask the file again for the reason (workers kept theirs)
-                load_rgb(self.table.loc[image_id, "file"])
-                reason = "unreadable while running"
-            except Exception as exc:
-                reason = f"unreadable: {type(exc).__name__}: {exc}"
-            new.append((image_id, reason))
+            # Ask the file again for the reason: DataLoader workers cannot report it.
+            reason = unreadable_reason(self.table.loc[image_id, "file"])
+            new.append((image_id, reason or "unreadable while running"))
         if new:
             self.dropped = pd.concat([self.dropped, pd.DataFrame(new, columns=["image_id",
                                                                              "reason"])],
                                      ignore_index=True)
         return len(new)
 
+    def unreadable_count(self) -> int:
+        """Dropped while running (they stay in `table`); the rest were missing up front."""
+        return int(self.dropped["reason"].str.startswith("unreadable").sum())
+
     def unusable_fraction(self) -> float:
-        labelled = len(self.table) + int((~self.dropped["reason"].str.startswith(
-            "unreadable")).sum())
-        return len(self.dropped) / max(labelled, 1)
+        return len(self.dropped) / max(self.counts()["labelled"], 1)
 
     def counts(self) -> dict[str, int]:
-        unreadable = int(self.dropped["reason"].str.startswith("unreadable").sum())
+        unreadable = self.unreadable_count()
         return {
             "labelled": int(len(self.table) + len(self.dropped) - unreadable),
             "usable": int(len(self.table) - unreadable),
@@ -105,15 +104,13 @@ class ScoreImages(torch.utils.data.Dataset):
     """Images decoded when first read; item = (image, target in [-1, 1], row index).
 
     An image that cannot be decoded never stops a run: it comes out as a blank
-    image with a NaN target, which the loss and the metrics skip, and its
-    reason is kept in `failures` (in the main process; DataLoader workers hold
-    their own copies, so `unreadable()` asks the files again).
+    image with a NaN target, which the loss and the metrics skip; the runner
+    records it (`ExperienceData.mark_unreadable`).
     """
 
     def __init__(self, files: Sequence[str], targets: np.ndarray):
         self.files = list(files)
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
-        self.failures: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -122,8 +119,7 @@ class ScoreImages(torch.utils.data.Dataset):
         # The row index travels with the sample so predictions map back to image ids.
         try:
             return load_rgb(self.files[i]), self.targets[i], i
-        except Exception as exc:  # truncated, not an image, decompression bomb, ...
-            self.failures[i] = f"unreadable: {type(exc).__name__}: {exc}"
+        except Exception:  # truncated, not an image, decompression bomb, ...
             return BLANK, torch.tensor(float("nan")), i
 
 
@@ -144,9 +140,7 @@ def _expand(table: LabelTable, entry: dict) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _category_order(name: str) -> int:
-    from .labels import EVA_CATEGORIES
-
-    return {v: k for k, v in EVA_CATEGORIES.items()}[name]
+    return next(k for k, v in EVA_CATEGORIES.items() if v == name)
 
 
 def check_dropped(exp: ExperienceData, max_fraction: float) -> None:

@@ -6,23 +6,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from benchmarks.images import load_rgb
+from benchmarks.images import unreadable_reason
 from benchmarks.stream import ExperienceData, load_experiences
-
-
-def _decode(file: str) -> str | None:
-    try:
-        load_rgb(file)
-        return None
-    except Exception as exc:
-        return f"unreadable: {type(exc).__name__}: {exc}"
 
 
 def decode_all(exp: ExperienceData, workers: int) -> dict[str, str]:
     """Open every usable image (threads: Pillow releases the GIL while decoding)."""
     files = exp.table["file"].tolist()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(tqdm(pool.map(_decode, files), total=len(files),
+        results = list(tqdm(pool.map(unreadable_reason, files), total=len(files),
                             desc=f"decoding {exp.name}", unit="img"))
     return {i: r for i, r in zip(exp.table["image_id"], results, strict=True) if r}
 

@@ -9,6 +9,7 @@ holds only tensors and plain values: it loads with `weights_only=True`.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -146,8 +147,6 @@ def restore(bench, state: dict, test: StagePredictions, val: StagePredictions | 
 def load_model_state(model: torch.nn.Module, state: dict) -> None:
     """Load weights into a freshly built model, first making the per-task heads it had."""
     if hasattr(model, "heads"):
-        import copy
-
         for t in sorted({k.split(".")[1] for k in state if k.startswith("heads.")}):
             if t not in model.heads:
                 model.heads[t] = copy.deepcopy(model.initial_head)

@@ -251,7 +251,7 @@ def record_unreadable(bench: Benchmark) -> None:
         exp = bench.stream.experiences[task]
         if exp.mark_unreadable(part, sorted(rows)):
             log.warning("%s: %d unreadable image(s) skipped so far (see dropped.csv)",
-                        exp.name, int(exp.dropped["reason"].str.startswith("unreadable").sum()))
+                        exp.name, exp.unreadable_count())
         check_dropped(exp, bench.config["data"]["max_dropped_fraction"])
 
 
