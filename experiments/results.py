@@ -10,6 +10,7 @@ import platform
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import IO
@@ -44,10 +45,7 @@ class StagePredictions:
         self.stages[stage] = dict(per_experience)
 
     def row(self, stage: str, metric: str, plcc_fit: str = "none") -> list[float]:
-        fn = CORRELATIONS[metric]
-        if metric == "plcc":
-            def fn(t, p):
-                return plcc(t, p, fit=plcc_fit)
+        fn = partial(plcc, fit=plcc_fit) if metric == "plcc" else CORRELATIONS[metric]
         return [fn(self.stages[stage][j][1], self.stages[stage][j][2])
                 for j in range(len(self.experiences))]
 
