@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +89,18 @@ def unreadable_reason(path: str) -> str | None:
         return f"unreadable: {type(exc).__name__}: {exc}"
 
 
-def load_rgb(path: str) -> Image.Image:
-    """Open an image as RGB: EXIF rotation applied, greyscale/CMYK/RGBA converted."""
+def load_rgb(path: str, short_side: int | None = None) -> Image.Image:
+    """Open an image as RGB: EXIF rotation applied, greyscale/CMYK/RGBA converted.
+
+    With `short_side`, a JPEG whose short side is at least twice that is decoded
+    at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), never below `short_side`:
+    several times faster, and the resize that follows barely differs.
+    """
     with Image.open(path) as img:
+        if short_side and img.format == "JPEG":
+            w, h = img.size
+            k = short_side / min(w, h)
+            if k <= 0.5:
+                img.draft("RGB", (math.ceil(w * k), math.ceil(h * k)))
         img = ImageOps.exif_transpose(img)
         return img.convert("RGB")

@@ -32,20 +32,21 @@ class _Batches:
         self.index: list[torch.Tensor] = []
 
     def add(self, strategy) -> None:
-        self.pred.append(strategy.mb_output.detach().float().reshape(-1).cpu())
-        self.target.append(strategy.mb_y.detach().float().reshape(-1).cpu())
+        # Kept on the device: one copy per experience, not a GPU sync per minibatch.
+        self.pred.append(strategy.mb_output.detach().float().reshape(-1))
+        self.target.append(strategy.mb_y.detach().float().reshape(-1))
         # Row index inside the experience's dataset (ScoreImages puts it third).
         mb = strategy.mbatch
         idx = mb[2] if len(mb) > 3 else torch.arange(len(mb[1]))
-        self.index.append(idx.detach().reshape(-1).cpu())
+        self.index.append(idx.detach().reshape(-1))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, targets, predictions; unreadable images (NaN target) left out."""
         if not self.pred:
             return np.empty(0, int), np.empty(0), np.empty(0)
-        index = torch.cat(self.index).numpy()
-        target = torch.cat(self.target).numpy().astype(np.float64)
-        pred = torch.cat(self.pred).numpy().astype(np.float64)
+        index = torch.cat(self.index).cpu().numpy()
+        target = torch.cat(self.target).cpu().numpy().astype(np.float64)
+        pred = torch.cat(self.pred).cpu().numpy().astype(np.float64)
         ok = ~np.isnan(target)
         return index[ok], target[ok], pred[ok]
 
@@ -128,15 +129,57 @@ class UnreadableRecorder(SupervisedPlugin):
         self.seen: set[tuple[int, str, int]] = set()
 
     def _add(self, strategy, part: str | None) -> None:
-        bad = torch.isnan(strategy.mb_y.reshape(-1))
-        if bad.any():
-            rows = strategy.mbatch[2].reshape(-1)[bad].tolist()
-            tasks = strategy.mbatch[-1].reshape(-1)[bad].tolist()
-            for t, r in zip(tasks, rows, strict=True):
-                self.seen.add((int(t), part or "train", int(r)))
+        # (task, row) pairs found on the CPU by the template, before the copy to the device.
+        for t, r in getattr(strategy, "mb_unreadable", None) or _nan_rows(strategy):
+            self.seen.add((t, part or "train", r))
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         self._add(strategy, "train")
 
     def after_eval_iteration(self, strategy, **kwargs) -> None:
         self._add(strategy, self.PARTS.get(stream_type(strategy.experience)))
+
+
+def _nan_rows(strategy) -> list[tuple[int, int]]:
+    bad = torch.isnan(strategy.mb_y.reshape(-1))
+    rows = strategy.mbatch[2].reshape(-1)[bad].tolist()
+    tasks = strategy.mbatch[-1].reshape(-1)[bad].tolist()
+    return [(int(t), int(r)) for t, r in zip(tasks, rows, strict=True)]
+
+
+class EpochLoss(PluginMetric[float]):
+    """Mean training loss per epoch, logged as `Loss_Epoch/...` and kept per experience.
+
+    Summed on the device and read once per epoch (Avalanche's loss metric reads
+    it every minibatch, a GPU sync each time).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_experience: list[list[float]] = []
+        self._sum: torch.Tensor | float = 0.0
+        self._n = 0
+
+    def reset(self) -> None:
+        self._sum, self._n = 0.0, 0
+
+    def result(self) -> float:
+        return float(self._sum) / max(self._n, 1)
+
+    def before_training_exp(self, strategy) -> None:
+        self.per_experience.append([])
+
+    def after_training_iteration(self, strategy) -> None:
+        n = len(strategy.mb_y)
+        self._sum = self._sum + strategy.loss.detach() * n
+        self._n += n
+
+    def after_training_epoch(self, strategy) -> list[MetricValue]:
+        value = self.result()
+        self.per_experience[-1].append(value)
+        self.reset()
+        name = get_metric_name("Loss_Epoch", strategy, add_experience=False, add_task=True)
+        return [MetricValue(self, name, value, strategy.clock.train_iterations)]
+
+    def __str__(self) -> str:
+        return "Loss_Epoch"

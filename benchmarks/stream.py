@@ -19,6 +19,7 @@ from avalanche.benchmarks.utils.transform_groups import TransformGroups
 from PIL import Image
 from torchvision import transforms as T
 
+from .cache import CachedImages, ImageCache, Shard, eval_resize
 from .errors import UserError
 from .images import index_images, load_rgb, resolve_images, unreadable_reason
 from .labels import EVA_CATEGORIES, LabelTable, read_labels
@@ -108,9 +109,10 @@ class ScoreImages(torch.utils.data.Dataset):
     records it (`ExperienceData.mark_unreadable`).
     """
 
-    def __init__(self, files: Sequence[str], targets: np.ndarray):
+    def __init__(self, files: Sequence[str], targets: np.ndarray, short_side: int | None = None):
         self.files = list(files)
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
+        self.short_side = short_side  # reduced-size JPEG decoding down to this
 
     def __len__(self) -> int:
         return len(self.files)
@@ -118,7 +120,7 @@ class ScoreImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         # The row index travels with the sample so predictions map back to image ids.
         try:
-            return load_rgb(self.files[i]), self.targets[i], i
+            return load_rgb(self.files[i], self.short_side), self.targets[i], i
         except Exception:  # truncated, not an image, decompression bomb, ...
             return BLANK, torch.tensor(float("nan")), i
 
@@ -202,32 +204,64 @@ def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: f
 def eval_transform(image_size: int) -> T.Compose:
     """Resize to 8/7 of the size, centre crop, normalise (also used by `iqacl predict`)."""
     return T.Compose([
-        T.Resize(round(image_size * 8 / 7), antialias=True),
+        T.Resize(eval_resize(image_size), antialias=True),
         T.CenterCrop(image_size),
         T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
 
 
-def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0)) -> TransformGroups:
+class ToFloat(torch.nn.Module):
+    """uint8 (3, H, W) -> float in [0, 1], the same arithmetic as ToTensor on a PIL image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().div(255)
+
+
+def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
+                    cached: bool = False) -> TransformGroups:
+    """Train (random resized crop, flip) and eval (centre crop) transforms.
+
+    `cached=True`: for uint8 tensors from the image cache, already resized to
+    the eval short side, so eval is only the centre crop (the same pixels as the
+    uncached path) and training crops from the resized image.
+    """
+    to_input = [ToFloat()] if cached else [T.ToTensor()]
+    to_input.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
     train = T.Compose([
         T.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        T.RandomHorizontalFlip(), *to_input,
     ])
-    return TransformGroups({"train": train, "eval": eval_transform(image_size)})
+    evaluate = T.Compose([T.CenterCrop(image_size), *to_input]) if cached else \
+        eval_transform(image_size)
+    return TransformGroups({"train": train, "eval": evaluate})
 
 
-def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups) -> AvalancheDataset:
+def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups, short_side: int,
+                 shard: Shard | None = None, gpu_decode: bool = False) -> AvalancheDataset:
     rows = exp.part(part)
     targets = exp.normalise(rows["score"].to_numpy())
-    data = ScoreImages(rows["file"].tolist(), targets)
+    if gpu_decode:  # decoded and transformed on the device (benchmarks.gpu_decode)
+        from .gpu_decode import JpegBytes, collate_bytes
+
+        return score_dataset(JpegBytes(rows["file"].tolist(), targets), exp.task_label,
+                             collate_fn=collate_bytes)
+    if shard is None:
+        data = ScoreImages(rows["file"].tolist(), targets, short_side)
+    else:
+        data = CachedImages(shard, exp.table.index.get_indexer(rows.index), targets)
+    return score_dataset(data, exp.task_label, tfs)
+
+
+def score_dataset(data: torch.utils.data.Dataset, task_label: int,
+                  tfs: TransformGroups | None = None, collate_fn=None) -> AvalancheDataset:
+    """An experience's dataset for Avalanche: float targets and a task label per item."""
     return AvalancheDataset(
         [data],
         data_attributes=[
             DataAttribute(data.targets.tolist(), "targets"),
-            TaskLabels(ConstantSequence(exp.task_label, len(data))),
+            TaskLabels(ConstantSequence(task_label, len(data))),
         ],
-        transform_groups=tfs,
+        transform_groups=tfs, collate_fn=collate_fn,
     )
 
 
@@ -240,17 +274,43 @@ def joint_experience(stream: Stream):
     return with_task_labels(benchmark_from_datasets(train=[union])).train_stream[0]
 
 
+def check_jpeg(experiences: Sequence[ExperienceData]) -> None:
+    for exp in experiences:
+        files = exp.table["file"]
+        other = files[~files.str.lower().str.endswith((".jpg", ".jpeg"))]
+        if len(other):
+            raise UserError(f"experience '{exp.name}': data.decode = 'gpu' decodes JPEG files "
+                            f"only, but {other.iloc[0]} is not one ({len(other)} such files); "
+                            "use data.decode=cpu")
+
+
 def build_stream(entries: Sequence[dict], *, seed: int = 0, image_size: int = 224,
                  test_fraction: float = 0.2, val_fraction: float = 0.1,
                  crop_scale: Sequence[float] = (0.5, 1.0),
-                 max_dropped_fraction: float = 1.0) -> Stream:
-    """The Avalanche benchmark: train/valid/test streams, one experience per dataset."""
+                 max_dropped_fraction: float = 1.0, cache: ImageCache | None = None,
+                 augment: bool = True, gpu_decode: bool = False) -> Stream:
+    """The Avalanche benchmark: train/valid/test streams, one experience per dataset.
+
+    With `cache`, images come decoded from the image cache (filled here if needed).
+    `augment=False` trains on eval-transformed images (the linear-probe protocol).
+    `gpu_decode=True` yields JPEG bytes for `benchmarks.gpu_decode.JpegDecoder`.
+    """
     experiences = load_experiences(entries, seed=seed, test_fraction=test_fraction,
                                    val_fraction=val_fraction,
                                    max_dropped_fraction=max_dropped_fraction)
-    tfs = make_transforms(image_size, crop_scale)
+    if gpu_decode:
+        check_jpeg(experiences)
+    short_side = eval_resize(image_size)
+    if cache is not None and cache.short_side != short_side:
+        raise ValueError(f"cache holds short side {cache.short_side}, need {short_side}")
+    shards = [cache.shard(e.table["file"].tolist(), e.name) if cache else None
+              for e in experiences]
+    tfs = make_transforms(image_size, crop_scale, cached=cache is not None)
+    if not augment:
+        tfs = TransformGroups({"train": tfs["eval"], "eval": tfs["eval"]})
     streams = {
-        part_name: [make_dataset(e, part, tfs) for e in experiences]
+        part_name: [make_dataset(e, part, tfs, short_side, shard, gpu_decode)
+                    for e, shard in zip(experiences, shards, strict=True)]
         for part_name, part in (("train", "train"), ("valid", "val"), ("test", "test"))
     }
     benchmark = with_task_labels(benchmark_from_datasets(**streams))

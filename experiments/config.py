@@ -27,7 +27,10 @@ DEFAULTS: dict[str, Any] = {
         "test_fraction": 0.2,   # where a dataset has no official test split
         "val_fraction": 0.1,    # carved from the training part
         "crop_scale": [0.5, 1.0],
-        "num_workers": 0,
+        "num_workers": 0,       # DataLoader worker processes (also decode the image cache)
+        "cache": False,         # decode + resize each image once into data.cache_dir
+        "cache_dir": "",        # "" = ~/.cache/iqacl/images ($XDG_CACHE_HOME respected)
+        "decode": "cpu",        # or "gpu": nvJPEG on the training device (JPEG files only)
         "max_dropped_fraction": 0.01,  # stop if more of an experience is missing/unreadable
     },
     "model": {
@@ -36,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
         "head": "similarity",   # or "regression"
         "embed_dim": 128,
         "heads": "shared",      # or "per_task" (uses task labels at test time)
+        "freeze_backbone": False,  # linear probe: backbone fixed (eval mode), head trained
+        "cache_features": True,    # with a frozen backbone: run it once per image
     },
     "loss": {"ranking_weight": 0.1, "margin": 0.1},
     "train": {
@@ -44,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "lr": 3.0e-4,
         "weight_decay": 0.0,
         "device": "auto",       # auto | cpu | cuda | cuda:N
+        "amp": False,           # CUDA: bf16 autocast + channels_last
     },
     "eval": {
         "batch_size": 64,
@@ -205,6 +211,13 @@ def validate(config: dict) -> None:
         (config["data"]["num_workers"] >= 0, "data.num_workers", "must be 0 or more"),
         (0 <= config["data"]["max_dropped_fraction"] <= 1, "data.max_dropped_fraction",
          "must be in [0, 1]"),
+        (config["data"]["decode"] in ("cpu", "gpu"), "data.decode", "must be 'cpu' or 'gpu'"),
+        (not (config["data"]["decode"] == "gpu" and config["data"]["cache"]), "data.decode",
+         "= 'gpu' decodes JPEG files on the device; it cannot be combined with data.cache"),
+        (not (config["data"]["decode"] == "gpu" and config["model"]["freeze_backbone"]
+              and config["model"]["cache_features"]), "data.decode",
+         "= 'gpu' is not needed with cached features (each image is decoded once); "
+         "use data.decode=cpu"),
         (config["eval"]["plcc_fit"] in ("none", "logistic"), "eval.plcc_fit",
          "must be 'none' or 'logistic'"),
         (config["model"]["heads"] in ("shared", "per_task"), "model.heads",

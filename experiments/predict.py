@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.cache import eval_resize
 from benchmarks.errors import UserError
 from benchmarks.images import IMAGE_SUFFIXES, load_rgb
 from benchmarks.stream import eval_transform
@@ -78,7 +79,8 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out: str | Path,
     if not 0 <= task < len(names):
         raise UserError(f"--task {task}: the run has experiences 0..{len(names) - 1} ({names})")
     lo, hi = results["scales"][names[task]]
-    transform = eval_transform(results["config"]["data"]["image_size"])
+    size = results["config"]["data"]["image_size"]
+    transform, short_side = eval_transform(size), eval_resize(size)
     files = image_files(inputs)
     scored, bad = [], []
 
@@ -94,7 +96,7 @@ def predict(run_dir: str | Path, inputs: list[str | Path], out: str | Path,
     batch: list[tuple[Path, torch.Tensor]] = []
     for path in files:
         try:
-            batch.append((path, transform(load_rgb(str(path)))))
+            batch.append((path, transform(load_rgb(str(path), short_side))))
         except Exception as exc:  # any unreadable file: report it and go on
             bad.append((path, f"{type(exc).__name__}: {exc}"))
             log.warning("skipped %s: %s", path, bad[-1][1])

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from avalanche.core import SupervisedPlugin
-from avalanche.evaluation.metrics import loss_metrics
 from avalanche.logging import InteractiveLogger
 from avalanche.training.plugins import EvaluationPlugin
-from avalanche.training.templates import SupervisedTemplate
 
+from benchmarks.cache import ImageCache, eval_resize
 from benchmarks.errors import UserError
+from benchmarks.features import feature_stream
+from benchmarks.gpu_decode import JpegDecoder
 from benchmarks.metric_plugins import (
+    EpochLoss,
     PredictionRecorder,
     UnreadableRecorder,
     correlation_metrics,
@@ -43,6 +44,7 @@ from .checkpoint import (
 )
 from .loggers import CSVMetricLogger
 from .results import StagePredictions, atomic_file, write_run
+from .template import IQATemplate
 from .wandb_log import WandbLogger
 
 log = logging.getLogger(__name__)
@@ -64,43 +66,29 @@ def pick_device(name: str) -> torch.device:
 
 def stream_from_config(config: dict) -> Stream:
     data = config["data"]
+    cache = None
+    if data["cache"]:
+        cache = ImageCache(data["cache_dir"] or None, eval_resize(data["image_size"]),
+                           workers=data["num_workers"], progress=config["log"]["progress"])
     return build_stream(config["stream"], seed=config["seed"], image_size=data["image_size"],
                         test_fraction=data["test_fraction"], val_fraction=data["val_fraction"],
                         crop_scale=data["crop_scale"],
-                        max_dropped_fraction=data["max_dropped_fraction"])
+                        max_dropped_fraction=data["max_dropped_fraction"], cache=cache,
+                        augment=not config["model"]["freeze_backbone"],
+                        gpu_decode=data["decode"] == "gpu")
 
 
 def model_from_config(config: dict) -> torch.nn.Module:
     m = config["model"]
-    return build_model(m["backbone"], m["pretrained"], m["head"], m["embed_dim"], m["heads"])
-
-
-class EpochLoss(SupervisedPlugin):
-    """Mean training loss per epoch, one list per experience (kept for results.json)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.per_experience: list[list[float]] = []
-        self._sum, self._n = 0.0, 0
-
-    def before_training_exp(self, strategy, **kwargs) -> None:
-        self.per_experience.append([])
-
-    def after_training_iteration(self, strategy, **kwargs) -> None:
-        n = len(strategy.mb_y)
-        self._sum += float(strategy.loss.detach()) * n
-        self._n += n
-
-    def after_training_epoch(self, strategy, **kwargs) -> None:
-        self.per_experience[-1].append(self._sum / max(self._n, 1))
-        self._sum, self._n = 0.0, 0
+    return build_model(m["backbone"], m["pretrained"], m["head"], m["embed_dim"], m["heads"],
+                       m["freeze_backbone"])
 
 
 @dataclass
 class Trainer:
     """An Avalanche training template with the suite's metrics and recorders attached."""
 
-    strategy: SupervisedTemplate
+    strategy: IQATemplate
     recorder: PredictionRecorder
     losses: EpochLoss
     unreadable: UnreadableRecorder
@@ -108,11 +96,16 @@ class Trainer:
 
     def evaluate(self, stream) -> dict[int, tuple]:
         """Evaluate every experience of `stream`: {experience id: (rows, targets, preds)}."""
-        self.strategy.eval(stream, num_workers=self.num_workers)
+        self.strategy.eval(stream, **self.loader_args())
         return {k[1]: v for k, v in self.recorder.results.items() if k[0] == stream.name}
 
     def train(self, experience) -> None:
-        self.strategy.train(experience, num_workers=self.num_workers)
+        self.strategy.train(experience, **self.loader_args())
+
+    def loader_args(self) -> dict:
+        # Workers live for the whole experience (all epochs), not one epoch;
+        # pinned memory is Avalanche's default on CUDA.
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
 
 
 def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
@@ -127,16 +120,21 @@ def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
         warnings.simplefilter("ignore")
         evaluator = EvaluationPlugin(
             *correlation_metrics(evalc["plcc_fit"]),
-            loss_metrics(epoch=True),
+            losses := EpochLoss(),
             loggers=loggers,
         )
-    recorder, losses, unreadable = PredictionRecorder(), EpochLoss(), UnreadableRecorder()
-    strategy = SupervisedTemplate(
+    recorder, unreadable = PredictionRecorder(), UnreadableRecorder()
+    data = config["data"]
+    decoder = None
+    if data["decode"] == "gpu":
+        decoder = JpegDecoder(data["image_size"], data["crop_scale"], device)
+    strategy = IQATemplate(
         model=model, optimizer=optimizer,
         criterion=IQALoss(config["loss"]["ranking_weight"], config["loss"]["margin"]),
         train_mb_size=train["batch_size"], train_epochs=train["epochs"],
         eval_mb_size=evalc["batch_size"], device=device,
-        plugins=[*plugins, recorder, losses, unreadable], evaluator=evaluator,
+        plugins=[*plugins, recorder, unreadable], evaluator=evaluator,
+        amp=train["amp"], decoder=decoder,
     )
     return Trainer(strategy, recorder, losses, unreadable, config["data"]["num_workers"])
 
@@ -193,13 +191,36 @@ def prepare(config: dict, out: Path | None = None) -> Benchmark:
     hparams = {k: v for k, v in config["strategy"].items() if k != "name"}
     parts = make_strategy(spec.name, **hparams)
     device = pick_device(config["train"]["device"])
+    frozen = config["model"]["freeze_backbone"]
+    if frozen and parts.wrap_model is not None:
+        raise UserError(f"strategy '{spec.name}' changes the backbone; it cannot be combined "
+                        "with model.freeze_backbone=true")
     stream = stream_from_config(config)
     model = model_from_config(config)
     if parts.wrap_model is not None:
         model = parts.wrap_model(model)
+    if frozen and config["model"]["cache_features"]:
+        stream = cached_features(config, stream, model, device)
     loggers, wandb_logger = make_loggers(config, out)
     trainer = make_trainer(config, model, [*parts.plugins, *fault_from_env()], device, loggers)
     return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
+
+
+def cached_features(config: dict, stream: Stream, model: torch.nn.Module,
+                    device: torch.device) -> Stream:
+    """The stream as frozen-backbone features: the backbone runs once per image."""
+    backbone = model.backbone.to(device).eval()
+    amp = config["train"]["amp"] and device.type == "cuda"
+    if amp:
+        backbone.to(memory_format=torch.channels_last)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            return backbone(x.contiguous(memory_format=torch.channels_last) if amp else x)
+
+    data = config["data"]
+    return feature_stream(stream, embed, config["eval"]["batch_size"], device,
+                          data["num_workers"])
 
 
 def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | None = None,

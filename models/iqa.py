@@ -57,7 +57,32 @@ def make_head(kind: str, in_features: int, embed_dim: int) -> nn.Module:
     raise UserError(f"unknown head '{kind}'; choose one of {list(HEADS)}")
 
 
-class IQAModel(nn.Module):
+class BackboneMixin:
+    """Images (B, 3, H, W) or ready backbone features (B, F) in; a frozen backbone stays fixed.
+
+    Features as input let a frozen backbone run once per image (the feature cache).
+    """
+
+    frozen_backbone = False
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.dim() == 2 else self.backbone(x)
+
+    def freeze_backbone(self) -> None:
+        """Linear probe: no gradients into the backbone, BatchNorm statistics fixed."""
+        self.frozen_backbone = True
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_backbone:
+            self.backbone.eval()
+        return self
+
+
+class IQAModel(BackboneMixin, nn.Module):
     """One shared head: the model never sees a task label (domain-incremental)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
@@ -66,10 +91,10 @@ class IQAModel(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.features(x))
 
 
-class MultiHeadIQAModel(MultiTaskModule):
+class MultiHeadIQAModel(BackboneMixin, MultiTaskModule):
     """Shared backbone, one head per task label, chosen by the label at test time.
 
     A new task's head starts as a copy of the initial head, so every task
@@ -94,7 +119,7 @@ class MultiHeadIQAModel(MultiTaskModule):
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         if str(task_label) not in self.heads:
             raise UserError(f"no head for task label {task_label}; train on that task first")
-        return self.heads[str(task_label)](self.backbone(x))
+        return self.heads[str(task_label)](self.features(x))
 
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
         if isinstance(task_labels, int):
@@ -108,12 +133,16 @@ class MultiHeadIQAModel(MultiTaskModule):
 
 def build_model(backbone: str = "mobilenet_v2", pretrained: bool = False,
                 head: str = "similarity", embed_dim: int = 128,
-                heads: str = "shared") -> nn.Module:
+                heads: str = "shared", freeze_backbone: bool = False) -> nn.Module:
     """A quality model by name; `heads="per_task"` gives the task-aware variant."""
     net, features = build_backbone(backbone, pretrained)
     first = make_head(head, features, embed_dim)
     if heads == "shared":
-        return IQAModel(net, first)
-    if heads == "per_task":
-        return MultiHeadIQAModel(net, first)
-    raise UserError(f"unknown model.heads '{heads}'; choose 'shared' or 'per_task'")
+        model = IQAModel(net, first)
+    elif heads == "per_task":
+        model = MultiHeadIQAModel(net, first)
+    else:
+        raise UserError(f"unknown model.heads '{heads}'; choose 'shared' or 'per_task'")
+    if freeze_backbone:
+        model.freeze_backbone()
+    return model

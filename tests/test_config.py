@@ -35,7 +35,7 @@ def test_defaults_fill_everything(tmp_path):
 
 def test_typo_lists_valid_keys(tmp_path):
     with pytest.raises(UserError, match=r"unknown config key 'train.epoch'; valid keys under "
-                                        r"train: \['batch_size', 'device', 'epochs'"):
+                                        r"train: \['amp', 'batch_size', 'device', 'epochs'"):
         cfg(tmp_path, {"train": {"epoch": 2}})
     with pytest.raises(UserError, match="unknown key 'lables' in stream entry 0"):
         cfg(tmp_path, {"stream": [{"name": "A", "format": "ava", "root": "x", "lables": "y"}]})
