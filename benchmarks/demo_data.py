@@ -55,8 +55,15 @@ def _degrade(img: Image.Image, blur: float, noise: float, rng: np.random.Generat
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def _crop(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+def _crop(img: Image.Image, size: int | tuple[int, int],
+          rng: np.random.Generator) -> Image.Image:
     w, h = img.size
+    if not isinstance(size, int):  # (width, height), e.g. AVA-sized 500 x 375
+        tw, th = size
+        k = rng.uniform(0.4, 0.9) * min(w / tw, h / th)
+        cw, ch = int(tw * k), int(th * k)
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        return img.crop((x, y, x + cw, y + ch)).resize((tw, th), Image.Resampling.LANCZOS)
     side = int(min(w, h) * rng.uniform(0.4, 0.9))
     x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
     return img.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.LANCZOS)
@@ -68,9 +75,12 @@ def _ava_votes(score: float, rng: np.random.Generator) -> list[int]:
     return np.bincount(votes, minlength=11)[1:].tolist()
 
 
-def make_demo_data(out: str | Path, *, n_ava: int = 600, n_eva: int = 360, size: int = 160,
-                   seed: int = 0) -> dict[str, int]:
-    """Write `out/EVA` and `out/AVA` in their real layouts; returns image counts."""
+def make_demo_data(out: str | Path, *, n_ava: int = 600, n_eva: int = 360,
+                   size: int | tuple[int, int] = 160, seed: int = 0) -> dict[str, int]:
+    """Write `out/EVA` and `out/AVA` in their real layouts; returns image counts.
+
+    `size`: square side, or (width, height) such as AVA's typical (500, 375).
+    """
     if n_eva > n_ava:
         raise ValueError("EVA is a subset of AVA: n_eva must not exceed n_ava")
     rng = np.random.default_rng(seed)

@@ -195,6 +195,11 @@ def prepare(config: dict, out: Path | None = None) -> Benchmark:
     if frozen and parts.wrap_model is not None:
         raise UserError(f"strategy '{spec.name}' changes the backbone; it cannot be combined "
                         "with model.freeze_backbone=true")
+    if config["data"]["decode"] == "gpu" and any(getattr(p, "reads_dataset", False)
+                                                 for p in parts.plugins):
+        raise UserError(f"strategy '{spec.name}' reads the experience's images itself and "
+                        "cannot take JPEG bytes; with it use data.decode=cpu (data.cache=true "
+                        "is the fast path)")
     stream = stream_from_config(config)
     model = model_from_config(config)
     if parts.wrap_model is not None:

@@ -15,16 +15,33 @@ from torch.utils.data import DataLoader
 
 from benchmarks.errors import UserError
 
+from .fisher import per_sample_fisher
 from .l2 import L2Plugin
 from .registry import StrategyParts, register_strategy
 from .state import StateMixin
 
 
 class EWC(StateMixin, EWCPlugin):
-    """Avalanche's EWC with the state contract."""
+    """Avalanche's EWC with the state contract and a choice of importance.
+
+    `importance="minibatch"`: Avalanche's estimate (squared minibatch gradients);
+    `"per_sample"`: the empirical Fisher from per-sample gradients (strategies.fisher).
+    """
 
     state_attrs = ("saved_params", "importances")
     defaultdict_attrs = state_attrs
+    reads_dataset = True  # its importance pass loads the experience's images itself
+
+    def __init__(self, *args, importance: str = "minibatch", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.importance = importance
+
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size,
+                            num_workers=0):
+        if self.importance == "per_sample":
+            return per_sample_fisher(model, dataset, device, batch_size, num_workers)
+        return super().compute_importances(model, criterion, optimizer, dataset, device,
+                                           batch_size, num_workers)
 
 
 @torch.no_grad()
@@ -55,6 +72,7 @@ class MAS(StateMixin, MASPlugin):
     """
 
     state_attrs = ("params", "importance")
+    reads_dataset = True
 
     def _get_importance(self, strategy):
         importance = dict(zerolike_params_dict(strategy.model))
@@ -77,13 +95,20 @@ class MAS(StateMixin, MASPlugin):
 
 
 @register_strategy("ewc")
-def ewc(ewc_lambda: float = 1.0e6, mode: str = "separate",
-        decay_factor: float = 0.9) -> StrategyParts:
-    """Elastic Weight Consolidation (Avalanche's EWCPlugin), `separate` or `online`."""
+def ewc(ewc_lambda: float = 1.0e6, mode: str = "separate", decay_factor: float = 0.9,
+        importance: str = "minibatch") -> StrategyParts:
+    """Elastic Weight Consolidation (Avalanche's EWCPlugin), `separate` or `online`.
+
+    `importance`: "minibatch" (Avalanche's estimate) or "per_sample" (empirical Fisher).
+    """
     if mode not in ("separate", "online"):
         raise UserError(f"strategy.mode = {mode!r}: ewc expects 'separate' or 'online'")
+    if importance not in ("minibatch", "per_sample"):
+        raise UserError(f"strategy.importance = {importance!r}: ewc expects 'minibatch' or "
+                        "'per_sample'")
     decay = decay_factor if mode == "online" else None
-    return StrategyParts([EWC(ewc_lambda, mode=mode, decay_factor=decay)])
+    return StrategyParts([EWC(ewc_lambda, mode=mode, decay_factor=decay,
+                              importance=importance)])
 
 
 @register_strategy("l2")
