@@ -19,7 +19,6 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from .cache import eval_resize
-from .stream import IMAGENET_MEAN, IMAGENET_STD
 
 
 class JpegBytes(torch.utils.data.Dataset):
@@ -44,15 +43,13 @@ def collate_bytes(batch: list) -> list:
 
 
 class JpegDecoder:
-    """Decode a list of JPEG byte tensors on `device` into a normalised float batch."""
+    """Decode a list of JPEG byte tensors on `device` into a uint8 batch (the model normalises)."""
 
     def __init__(self, image_size: int, crop_scale: Sequence[float], device: torch.device):
         self.size, self.short_side = image_size, eval_resize(image_size)
         self.device = device
         self.random_crop = T.RandomResizedCrop(image_size, scale=tuple(crop_scale),
                                                antialias=True)
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def decode(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """uint8 (3, H, W) per file on the device; None where a file is not a valid JPEG."""
@@ -73,7 +70,7 @@ class JpegDecoder:
 
     def __call__(self, data: list[torch.Tensor], train: bool) -> tuple[torch.Tensor,
                                                                        list[int]]:
-        """(B, 3, size, size) normalised batch, and the positions that failed to decode."""
+        """(B, 3, size, size) uint8 batch, and the positions that failed to decode."""
         crops, failed = [], []
         for i, img in enumerate(self.decode(data)):
             if img is None:
@@ -87,5 +84,4 @@ class JpegDecoder:
             else:
                 img = F.center_crop(img, self.size)
             crops.append(img)
-        x = torch.stack(crops).float().div_(255)
-        return (x - self.mean) / self.std, failed
+        return torch.stack(crops), failed

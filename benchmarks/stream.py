@@ -210,23 +210,16 @@ def eval_transform(image_size: int) -> T.Compose:
     ])
 
 
-class ToFloat(torch.nn.Module):
-    """uint8 (3, H, W) -> float in [0, 1], the same arithmetic as ToTensor on a PIL image."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div(255)
-
-
 def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
                     cached: bool = False) -> TransformGroups:
     """Train (random resized crop, flip) and eval (centre crop) transforms.
 
     `cached=True`: for uint8 tensors from the image cache, already resized to
     the eval short side, so eval is only the centre crop (the same pixels as the
-    uncached path) and training crops from the resized image.
+    uncached path) and training crops from the resized image. They stay uint8:
+    the model normalises them on its device (`models.iqa.normalise_uint8`).
     """
-    to_input = [ToFloat()] if cached else [T.ToTensor()]
-    to_input.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    to_input = [] if cached else [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     train = T.Compose([
         T.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
         T.RandomHorizontalFlip(), *to_input,

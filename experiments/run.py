@@ -214,14 +214,14 @@ def prepare(config: dict, out: Path | None = None) -> Benchmark:
 def cached_features(config: dict, stream: Stream, model: torch.nn.Module,
                     device: torch.device) -> Stream:
     """The stream as frozen-backbone features: the backbone runs once per image."""
-    backbone = model.backbone.to(device).eval()
+    model.backbone.to(device).eval()
     amp = config["train"]["amp"] and device.type == "cuda"
     if amp:
-        backbone.to(memory_format=torch.channels_last)
+        model.backbone.to(memory_format=torch.channels_last)
 
     def embed(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            return backbone(x.contiguous(memory_format=torch.channels_last) if amp else x)
+            return model.features(x.contiguous(memory_format=torch.channels_last) if amp else x)
 
     data = config["data"]
     return feature_stream(stream, embed, config["eval"]["batch_size"], device,

@@ -57,16 +57,33 @@ def make_head(kind: str, in_features: int, embed_dim: int) -> nn.Module:
     raise UserError(f"unknown head '{kind}'; choose one of {list(HEADS)}")
 
 
-class BackboneMixin:
-    """Images (B, 3, H, W) or ready backbone features (B, F) in; a frozen backbone stays fixed.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    Features as input let a frozen backbone run once per image (the feature cache).
+
+def normalise_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> ImageNet-normalised floats, the same arithmetic as ToTensor + Normalize."""
+    mean = torch.as_tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    return x.float().div(255).sub_(mean).div_(std)
+
+
+class BackboneMixin:
+    """What the model takes: normalised float images, uint8 images, or backbone features.
+
+    uint8 images (from the image cache or nvJPEG) are normalised here, on the
+    device: a quarter of the bytes through the loader and the host-to-device
+    copy. Features (B, F) skip the backbone, so a frozen backbone can run once
+    per image (the feature cache); a frozen backbone stays in eval mode.
     """
 
     frozen_backbone = False
 
+    @staticmethod
+    def as_input(x: torch.Tensor) -> torch.Tensor:
+        return normalise_uint8(x) if x.dtype == torch.uint8 else x
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return x if x.dim() == 2 else self.backbone(x)
+        return x if x.dim() == 2 else self.backbone(self.as_input(x))
 
     def freeze_backbone(self) -> None:
         """Linear probe: no gradients into the backbone, BatchNorm statistics fixed."""

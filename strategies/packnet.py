@@ -125,7 +125,7 @@ class PackNetModel(MultiHeadIQAModel):
         norms = self.norms[task_label]
         # Training-mode BatchNorm would update the stored statistics in place.
         tensors.update({k: v.clone() if self.training else v for k, v in norms.items()})
-        features = functional_call(self.backbone, tensors, (x,), strict=False)
+        features = functional_call(self.backbone, tensors, (self.as_input(x),), strict=False)
         return self.heads[str(task_label)](features)
 
     # -- the state contract: all of it travels in model.state_dict() ---------------------

@@ -15,6 +15,7 @@ from benchmarks.cache import ImageCache, decode_resized, eval_resize
 from benchmarks.demo_data import make_demo_data
 from benchmarks.images import load_rgb
 from benchmarks.stream import build_stream
+from models.iqa import normalise_uint8
 
 IMAGE_SIZE = 64  # short side 73: AVA-sized JPEGs (375 px) are decoded at 1/4 scale
 
@@ -55,11 +56,12 @@ def test_cached_eval_tensors_equal_the_uncached_path_exactly(photos, tmp_path):
             for i in range(len(da)):
                 xa, ya, ra, ta = da[i]
                 xb, yb, rb, tb = db[i]
-                assert torch.equal(xa, xb)
+                assert xb.dtype == torch.uint8  # normalised by the model, on its device
+                assert torch.equal(xa, normalise_uint8(xb))
                 assert (ya, ra, ta) == (yb, rb, tb)
     # Training crops come from the cached image: right size, normalised.
     x = cached.benchmark.train_stream[0].dataset.train()[0][0]
-    assert x.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.float32
+    assert x.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.uint8
 
 
 def test_a_shard_is_reused_and_rebuilt_when_a_file_or_the_size_changes(photos, tmp_path):
