@@ -120,21 +120,32 @@ def make_demo_data(out: str | Path, *, n_ava: int = 600, n_eva: int = 360,
                 ])
             categories.append((int(image_id), category))
 
+    write_ava_labels(ava, ava_rows, rng.choice(ids, size=len(ids) // 5, replace=False))
+    write_eva_labels(eva, eva_votes, categories)
+    (out / ".complete").write_text(f"seed={seed} n_ava={n_ava} n_eva={n_eva}\n")
+    return {"AVA": n_ava, "EVA": n_eva}
+
+
+def write_ava_labels(ava: Path, rows: list[list], test_ids) -> None:
+    """AVA.txt (index, id, 10 vote counts, 2 tags, challenge) and generic_test.jpgl."""
+    (ava / "aesthetics_image_lists").mkdir(parents=True, exist_ok=True)
     with open(ava / "AVA.txt", "w") as fh:
-        fh.writelines(" ".join(str(v) for v in row) + "\n" for row in ava_rows)
-    test_ids = rng.choice(ids, size=len(ids) // 5, replace=False)
+        fh.writelines(" ".join(str(v) for v in row) + "\n" for row in rows)
     (ava / "aesthetics_image_lists" / "generic_test.jpgl").write_text(
         "".join(f"{int(i)}\n" for i in sorted(test_ids)))
+
+
+def write_eva_labels(eva: Path, votes: list[list], categories: list[tuple[int, int]]) -> None:
+    """votes_filtered.csv ('='-separated) and image_content_category.csv, as EVA ships them."""
+    (eva / "data").mkdir(parents=True, exist_ok=True)
     header = ["image_id", "user_id", "score", "difficulty", "visual", "composition", "quality",
               "semantic", "vote_time", "1", "2", "3", "4"]
     with open(eva / "data" / "votes_filtered.csv", "w") as fh:
         fh.write("=".join(header) + "\n")
-        fh.writelines("=".join(str(v) for v in row) + "\n" for row in eva_votes)
+        fh.writelines("=".join(str(v) for v in row) + "\n" for row in votes)
     # The real category file has a UTF-8 BOM and quotes every field.
     with open(eva / "data" / "image_content_category.csv", "w", encoding="utf-8-sig",
               newline="") as fh:
         writer = csv.writer(fh, quoting=csv.QUOTE_ALL)
         writer.writerow(["image_id", "sort"])
         writer.writerows(sorted(categories))
-    (out / ".complete").write_text(f"seed={seed} n_ava={n_ava} n_eva={n_eva}\n")
-    return {"AVA": n_ava, "EVA": n_eva}

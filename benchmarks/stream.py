@@ -212,6 +212,12 @@ def eval_transform(image_size: int) -> T.Compose:
 
 def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
                     cached: bool = False) -> TransformGroups:
+    """`image_transforms` as Avalanche transform groups (applied to the image only)."""
+    return TransformGroups(image_transforms(image_size, crop_scale, cached))
+
+
+def image_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
+                     cached: bool = False) -> dict[str, T.Compose]:
     """Train (random resized crop, flip) and eval (centre crop) transforms.
 
     `cached=True`: for uint8 tensors from the image cache, already resized to
@@ -226,7 +232,7 @@ def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
     ])
     evaluate = T.Compose([T.CenterCrop(image_size), *to_input]) if cached else \
         eval_transform(image_size)
-    return TransformGroups({"train": train, "eval": evaluate})
+    return {"train": train, "eval": evaluate}
 
 
 def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups, short_side: int,
