@@ -3,9 +3,9 @@
 An experience's images are decoded (reduced-size JPEG decoding where it
 applies), resized so the short side is the eval resize, and written as raw
 uint8 RGB into one shard: `pixels.u8` (all images back to back) and
-`index.npy` (offset, height, width per image; height 0 = unreadable). Shards
-are memory-mapped, so DataLoader workers share the page cache instead of
-holding copies.
+`index.npy` (offset, height, width per image; height 0 = unreadable). Images
+are read with one `pread` each, so DataLoader workers share the page cache
+instead of holding copies.
 
 A shard's name is a hash of the cache version, the short side, and each
 file's path, size and modification time: a changed file or a changed
@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -64,28 +65,31 @@ def _decode_or_none(job: tuple[str, int]) -> np.ndarray | None:
 
 
 class Shard:
-    """One experience's decoded images; opened lazily so it pickles into workers."""
+    """One experience's decoded images; the file is opened lazily, so it pickles into workers."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.index = np.load(self.folder / "index.npy")
-        self._pixels: np.ndarray | None = None
+        self._fd: int | None = None
+        self._pid = 0
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_pixels": None}
+        return {**self.__dict__, "_fd": None}
 
     def image(self, pos: int) -> torch.Tensor | None:
         """(3, H, W) uint8, or None for an image that could not be decoded."""
-        if self._pixels is None:
-            self._pixels = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="r")
+        if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own
+            self._fd, self._pid = os.open(self.folder / "pixels.u8", os.O_RDONLY), os.getpid()
         offset, h, w = (int(v) for v in self.index[pos])
         if h == 0:
             return None
-        pixels = np.array(self._pixels[offset:offset + h * w * 3]).reshape(h, w, 3)
-        return torch.from_numpy(pixels).permute(2, 0, 1)
+        # One pread into fresh memory: cheaper than faulting in a memory map page by page.
+        buf = bytearray(h * w * 3)
+        os.preadv(self._fd, [buf], offset)
+        return torch.frombuffer(buf, dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
 
 
 class ImageCache:
@@ -156,8 +160,10 @@ class ImageCache:
 
             bar = tqdm(total=len(jobs), desc=f"caching {name}", unit="img")
         if self.workers > 0:
-            with get_context("spawn").Pool(self.workers) as pool:
-                for arr in pool.imap(_decode_or_none, jobs, chunksize=16):
+            # spawn: forking a process that holds torch's thread pools can deadlock. An
+            # executor (not a Pool) fails loudly if a worker dies instead of respawning it.
+            with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+                for arr in pool.map(_decode_or_none, jobs, chunksize=16):
                     yield arr
                     bar is not None and bar.update()
         else:
@@ -197,3 +203,23 @@ class CachedImages(torch.utils.data.Dataset):
 
 
 BLANK = torch.zeros(3, 8, 8, dtype=torch.uint8)
+
+
+def collate_images(batch: list) -> list:
+    """Stack uint8 (3, H, W) images as an (N, 3, H, W) channels-last batch.
+
+    The cached images and their crops are laid out height x width x channel, so
+    stacking them channels-last is a plain copy (a channels-first stack costs a
+    transpose per image); convolutions take channels-last directly. In a
+    DataLoader worker the batch goes straight into shared memory, as
+    `default_collate` does.
+    """
+    images = [item[0].permute(1, 2, 0) for item in batch]
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        numel = sum(x.numel() for x in images)
+        storage = images[0]._typed_storage()._new_shared(numel, device=images[0].device)
+        out = images[0].new(storage).resize_(len(images), *images[0].shape)
+    x = torch.stack(images, out=out).permute(0, 3, 1, 2)
+    columns = list(zip(*batch, strict=True))[1:]
+    return [x, *(torch.utils.data.default_collate(list(c)) for c in columns)]

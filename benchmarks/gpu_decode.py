@@ -36,10 +36,20 @@ class JpegBytes(torch.utils.data.Dataset):
 
 
 def collate_bytes(batch: list) -> list:
-    """Encoded files differ in length: keep them as a list; stack the rest."""
+    """Encoded files differ in length: one flat byte tensor and the lengths; stack the rest.
+
+    One tensor per batch (not one per file) crosses from a worker process.
+    """
     columns = list(zip(*batch, strict=True))
+    files = list(columns[0])
+    lengths = torch.tensor([len(f) for f in files], dtype=torch.int64)
     rest = [torch.utils.data.default_collate(list(c)) for c in columns[1:]]
-    return [list(columns[0]), *rest]
+    return [(torch.cat(files), lengths), *rest]
+
+
+def split_bytes(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+    flat, lengths = packed
+    return list(torch.split(flat, lengths.tolist()))
 
 
 class JpegDecoder:
@@ -68,9 +78,11 @@ class JpegDecoder:
                         out.append(None)
                 return out
 
-    def __call__(self, data: list[torch.Tensor], train: bool) -> tuple[torch.Tensor,
-                                                                       list[int]]:
+    def __call__(self, data: list[torch.Tensor] | tuple, train: bool) -> tuple[torch.Tensor,
+                                                                               list[int]]:
         """(B, 3, size, size) uint8 batch, and the positions that failed to decode."""
+        if isinstance(data, tuple):  # as collated: (flat bytes, lengths)
+            data = split_bytes(data)
         crops, failed = [], []
         for i, img in enumerate(self.decode(data)):
             if img is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from avalanche.benchmarks.utils.transform_groups import TransformGroups
 from PIL import Image
 from torchvision import transforms as T
 
-from .cache import CachedImages, ImageCache, Shard, eval_resize
+from .cache import CachedImages, ImageCache, Shard, collate_images, eval_resize
 from .errors import UserError
 from .images import index_images, load_rgb, resolve_images, unreadable_reason
 from .labels import EVA_CATEGORIES, LabelTable, read_labels
@@ -210,6 +211,35 @@ def eval_transform(image_size: int) -> T.Compose:
     ])
 
 
+class RandomResizedCropUint8(T.RandomResizedCrop):
+    """RandomResizedCrop for uint8 (3, H, W) tensors, resized channels-last.
+
+    The same crop distribution as torchvision's; the resize runs on a
+    channels-last uint8 batch of one, which takes PyTorch's vectorised
+    antialiased path (~8x faster than torchvision's tensor resize here).
+    """
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        i, j, h, w = self.sample(img.shape[-2], img.shape[-1])
+        crop = img[:, i:i + h, j:j + w].unsqueeze(0).contiguous(
+            memory_format=torch.channels_last)
+        out = torch.nn.functional.interpolate(crop, size=self.size, mode="bilinear",
+                                              antialias=True, align_corners=False)
+        return out[0]
+
+    def sample(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """torchvision's crop distribution with one random draw per attempt (4x faster)."""
+        lo, hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        for _ in range(10):
+            u = torch.rand(4).tolist()
+            area = height * width * (self.scale[0] + u[0] * (self.scale[1] - self.scale[0]))
+            aspect = math.exp(lo + u[1] * (hi - lo))
+            w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
+        return self.get_params(torch.empty(1, height, width), self.scale, self.ratio)
+
+
 def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
                     cached: bool = False) -> TransformGroups:
     """`image_transforms` as Avalanche transform groups (applied to the image only)."""
@@ -226,8 +256,9 @@ def image_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
     the model normalises them on its device (`models.iqa.normalise_uint8`).
     """
     to_input = [] if cached else [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    crop = RandomResizedCropUint8 if cached else T.RandomResizedCrop
     train = T.Compose([
-        T.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
+        crop(image_size, scale=tuple(crop_scale), antialias=True),
         T.RandomHorizontalFlip(), *to_input,
     ])
     evaluate = T.Compose([T.CenterCrop(image_size), *to_input]) if cached else \
@@ -248,7 +279,8 @@ def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups, short_sid
         data = ScoreImages(rows["file"].tolist(), targets, short_side)
     else:
         data = CachedImages(shard, exp.table.index.get_indexer(rows.index), targets)
-    return score_dataset(data, exp.task_label, tfs)
+    return score_dataset(data, exp.task_label, tfs,
+                         collate_fn=collate_images if shard is not None else None)
 
 
 def score_dataset(data: torch.utils.data.Dataset, task_label: int,
