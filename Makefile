@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install weights demo-data demo test test-slow lint models search tables clean
+.PHONY: install weights demo-data demo test test-slow lint models search tables perf clean
 
 # torch/torchvision/avalanche versions are pinned in constraints.txt (known to work together).
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -45,6 +45,11 @@ tables: weights demo-data
 	$(BIN)/iqacl grid experiments/tables/demo.yaml --out runs/tables/demo \
 		--report README.md --marker demo-table --heatmap docs/demo_heatmap.png \
 		log.progress=false
+
+# docs/PERFORMANCE.md: each speed target next to its baseline, measured in one run (<10 min).
+# The GPU rows come from `python -m experiments.perf --gpu` on a CUDA machine (docs/perf_gpu.json).
+perf: install
+	$(BIN)/python -m experiments.perf --out docs/PERFORMANCE.md
 
 models: install
 	$(BIN)/iqacl models

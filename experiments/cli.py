@@ -48,7 +48,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from .grid import read_grid, report, run_grid, write_report
     from .table import group_runs, mean_matrices, render
 
-    results = run_grid(args.file, args.out, args.overrides)
+    results, failures = run_grid(args.file, args.out, args.overrides, args.executor,
+                                 args.address)
+    for f in failures:
+        print(f"FAILED {f.label} seed {f.seed} ({f.run_dir}): {f.error}", file=sys.stderr)
+    if not results:
+        return 1
     select = read_grid(args.file).get("select")
     text = report(results, select) if select else render(group_runs(results), args.metric,
                                                          args.format)
@@ -64,6 +69,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
         first = group_runs(results)[0]
         mean_heatmap(first.runs, args.metric, args.heatmap, first.label)
         print(f"heatmap of '{first.label}' written to {args.heatmap}")
+    if failures:
+        print(f"{len(failures)} run(s) failed (listed above); the table holds the others. "
+              "Fix the cause and launch the grid again: finished runs are skipped.",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -163,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", help="a Markdown file to write the table into")
     g.add_argument("--marker", default="table", help="the <!-- marker:start/end --> block")
     g.add_argument("--heatmap", help="a PNG of the first row's mean matrix (e.g. for a README)")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one run after another; ray: each run a Ray task (needs .[ray])")
+    g.add_argument("--address", default=None,
+                   help="with --executor ray: an existing cluster (auto or HOST:PORT); "
+                        "default: start Ray on this machine")
     g.set_defaults(fn=cmd_grid)
 
     t = sub.add_parser("table", help="mean ± std over seeds of finished runs")

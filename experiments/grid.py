@@ -12,6 +12,7 @@ A grid file (YAML):
       - {label: naive (per-task heads), overrides: [model.heads=per_task]}
     select: strategy.name                   # optional: mark the best variant per value
                                             # of this key, by validation ACC (SRCC)
+    ray: {num_cpus: 1, num_gpus: 0, max_retries: 1}   # per run, with --executor ray
 
 Runs whose `results.json` exists are skipped, so a grid re-launched after a
 crash redoes only the unfinished runs.
@@ -47,7 +48,7 @@ def read_grid(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"grid file {path} not found")
     spec = yaml.safe_load(path.read_text()) or {}
-    valid = {"base", "overrides", "seeds", "grid", "variants", "select"}
+    valid = {"base", "overrides", "seeds", "grid", "variants", "select", "ray"}
     unknown = sorted(set(spec) - valid)
     if unknown:
         raise UserError(f"{path}: unknown key '{unknown[0]}'; valid: {sorted(valid)}")
@@ -75,16 +76,30 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
-def run_grid(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[dict]:
-    """Run every variant x seed (skipping finished ones); return their results."""
+@dataclass
+class Job:
+    """One run of a grid: a variant at a seed, its validated config and its folder."""
+
+    label: str
+    seed: int
+    config: dict
+    run_dir: Path
+
+
+@dataclass
+class Failure:
+    label: str
+    seed: int
+    run_dir: Path
+    error: str
+
+
+def grid_jobs(path: str | Path, out: str | Path, extra: list[str] = ()) -> tuple[dict,
+                                                                                list[Job]]:
+    """The grid's runs, every config validated before the first (long) run starts."""
     from strategies.registry import check_hyperparameters
 
-    from .checkpoint import latest_checkpoint
-    from .run import run
-
     spec = read_grid(path)
-    out = Path(out)
-    # Validate every config before the first (long) run starts.
     jobs = []
     for variant in spec["variants"]:
         for seed in spec["seeds"]:
@@ -92,20 +107,44 @@ def run_grid(path: str | Path, out: str | Path, extra: list[str] = ()) -> list[d
             config = load_config(spec["base"], overrides)
             strategy = dict(config["strategy"])
             check_hyperparameters(strategy.pop("name"), strategy)
-            jobs.append((variant, seed, config))
-    results = []
-    for i, (variant, seed, config) in enumerate(jobs):
-        run_dir = out / f"{slug(variant.label)}-s{seed}"
-        if (run_dir / "results.json").exists():
-            log.info("[%d/%d] %s seed %d: done already", i + 1, len(jobs), variant.label, seed)
-            result = json.loads((run_dir / "results.json").read_text())
-        else:
-            resume = latest_checkpoint(run_dir) is not None  # interrupted before: continue
-            log.info("[%d/%d] %s seed %d%s", i + 1, len(jobs), variant.label, seed,
-                     " (resuming)" if resume else "")
-            result = run(config, run_dir, resume=resume)
-        results.append({"label": variant.label, "seed": seed, **result})
-    return results
+            wandb = config["log"]["wandb"]
+            if wandb["enabled"] and not wandb["group"]:
+                wandb["group"] = Path(path).stem  # one W&B group per grid, whoever runs it
+            jobs.append(Job(variant.label, seed, config,
+                            Path(out) / f"{slug(variant.label)}-s{seed}"))
+    return spec, jobs
+
+
+def run_grid(path: str | Path, out: str | Path, extra: list[str] = (), executor: str = "local",
+             address: str | None = None) -> tuple[list[dict], list[Failure]]:
+    """Run every variant x seed (skipping finished ones); return results and failures.
+
+    `executor="ray"` hands each run to Ray as a task (experiments/ray_executor.py).
+    """
+    spec, jobs = grid_jobs(path, out, extra)
+    if executor == "ray":
+        from .ray_executor import run_on_ray
+
+        return run_on_ray(jobs, Path(out), spec.get("ray") or {}, address)
+    if executor != "local":
+        raise UserError(f"--executor {executor}: choose 'local' or 'ray'")
+    return [run_job(job, i, len(jobs)) for i, job in enumerate(jobs)], []
+
+
+def run_job(job: Job, i: int = 0, n: int = 1) -> dict:
+    """One grid run: skipped when finished, resumed when interrupted, else started."""
+    from .checkpoint import latest_checkpoint
+    from .run import run
+
+    if (job.run_dir / "results.json").exists():
+        log.info("[%d/%d] %s seed %d: done already", i + 1, n, job.label, job.seed)
+        result = json.loads((job.run_dir / "results.json").read_text())
+    else:
+        resume = latest_checkpoint(job.run_dir) is not None  # interrupted before: continue
+        log.info("[%d/%d] %s seed %d%s", i + 1, n, job.label, job.seed,
+                 " (resuming)" if resume else "")
+        result = run(job.config, job.run_dir, resume=resume)
+    return {"label": job.label, "seed": job.seed, **result}
 
 
 def _cell(values: list[float | None], digits: int = 3) -> str:

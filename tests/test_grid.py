@@ -82,10 +82,10 @@ def test_a_relaunched_grid_redoes_only_unfinished_runs(tiny_demo, tmp_path, capl
         " data.image_size=48, train.epochs=1, model.pretrained=false, log.progress=false,"
         " log.plots=false, eval.validation=false]\n"
         "variants: [{label: naive, overrides: []}]\n")
-    first = run_grid(path, tmp_path / "runs")
+    first, _ = run_grid(path, tmp_path / "runs")
     shutil.rmtree(tmp_path / "runs" / "naive-s1")  # as if that run had never finished
     with caplog.at_level(logging.INFO):
-        second = run_grid(path, tmp_path / "runs")
+        second, _ = run_grid(path, tmp_path / "runs")
     assert "naive seed 0: done already" in caplog.text
     assert "[2/2] naive seed 1\n" in caplog.text + "\n"
     assert [r["matrices"] for r in second] == [r["matrices"] for r in first]

@@ -16,8 +16,8 @@ def test_strategies_hold_back_forgetting_on_the_demo_stream():
 
     if not (ROOT / "data/demo/.complete").exists():
         pytest.skip("needs the demo data: `make demo-data`")
-    results = run_grid(ROOT / "experiments/tables/demo.yaml", ROOT / "runs/tables/demo",
-                        ["log.progress=false"])
+    results, _ = run_grid(ROOT / "experiments/tables/demo.yaml", ROOT / "runs/tables/demo",
+                           ["log.progress=false"])
 
     def mean(label, key):
         return np.mean([r["summary"]["srcc"][key] for r in results if r["label"] == label])

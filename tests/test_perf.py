@@ -1,0 +1,34 @@
+"""`make perf` at tiny sizes: it runs and writes a report with every row; no timing asserted."""
+
+from __future__ import annotations
+
+import json
+
+from experiments.perf import Row, main
+
+
+def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({"device": "TestCard", "torch": "x", "cpu_cores": 1,
+                               "command": "python -m experiments.perf --gpu",
+                               "rows": [Row("gpu row", 2.0, 4.0, "images/s", 0.8).__dict__]}))
+    out = tmp_path / "PERFORMANCE.md"
+    assert main(["--tiny", "--out", str(out), "--json", str(gpu), "--work", str(tmp_path)]) == 0
+    text = out.read_text()
+    for what in ("loader, train transforms", "loader, eval transforms", "training loop",
+                 "evaluation loop", "frozen-backbone stream run", "EWC per-sample importance",
+                 "building the stream", "peak memory building", "`iqacl --help`",
+                 "peak memory of a demo-sized run"):
+        assert what in text, what
+    # The GPU file is folded in, with its card and a ratio computed from its numbers.
+    assert "**TestCard**" in text and "| 0.50× | ≥ 0.8× | **FAIL** |" in text
+    # Equality checks ride along with the timings: they are exact at these sizes.
+    assert "float64 max |Δ|" in text and "(bound 1e-5) FAILED" not in text
+
+
+def test_rows_judge_ratios_and_absolute_bounds():
+    assert Row("r", 10.0, 1.0, "x/s", 5.0).passed is True
+    assert Row("r", 4.0, 1.0, "x/s", 5.0).passed is False
+    assert Row("t", 4.0, 0.1, "s", 5.0, higher_is_better=False, absolute=True).passed is True
+    assert Row("t", 6.0, 0.1, "s", 5.0, higher_is_better=False, absolute=True).passed is False
+    assert Row("m", 6.0, 1.0, "MB", None).passed is None
