@@ -87,7 +87,7 @@ def run_on_ray(jobs: list[Job], out: Path, options: dict, address: str | None = 
             done[i] = run_job(job, i, len(jobs))  # finished on an earlier launch: read only
         else:
             pending[task.remote(job, str(marker), int(opts["num_cpus"]))] = i
-    failures: list[Failure] = []
+    failed: dict[int, Failure] = {}
     bar = _Progress(len(jobs), len(done), progress)
     try:
         while pending:
@@ -97,17 +97,17 @@ def run_on_ray(jobs: list[Job], out: Path, options: dict, address: str | None = 
             try:
                 result, packed = ray.get(ready[0])
             except Exception as exc:  # the task failed after its retries
-                failures.append(Failure(job.label, job.seed, job.run_dir, _reason(exc)))
-                log.error("%s seed %d failed: %s", job.label, job.seed, failures[-1].error)
+                failed[i] = Failure(job.label, job.seed, job.run_dir, _reason(exc))
+                log.error("%s seed %d failed: %s", job.label, job.seed, failed[i].error)
             else:
                 if packed is not None:
                     unpack(packed, job.run_dir)
                 done[i] = result
-            bar.update(len(done), len(pending), len(failures))
+            bar.update(len(done), len(pending), len(failed))
     finally:
         bar.close()
         marker.unlink(missing_ok=True)
-    return [done[i] for i in sorted(done)], failures
+    return [done[i] for i in sorted(done)], [failed[i] for i in sorted(failed)]
 
 
 def _reason(exc: Exception) -> str:

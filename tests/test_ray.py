@@ -71,7 +71,11 @@ def test_ray_grid_gives_the_local_table_and_reports_a_failing_run(tiny_demo, tmp
 def test_a_task_without_the_drivers_filesystem_returns_its_run_folder(tiny_demo, tmp_path):
     _, jobs = grid_jobs(grid_file(tmp_path, tiny_demo, False), tmp_path / "driver")
     job = jobs[0]
-    result, packed = run_in_task(job, str(tmp_path / "not-shared-marker"), 1)
+    threads = torch.get_num_threads()
+    try:  # called here in the test's process, which it must leave as it was
+        result, packed = run_in_task(job, str(tmp_path / "not-shared-marker"), 1)
+    finally:
+        torch.set_num_threads(threads)
     assert packed is not None and not job.run_dir.exists()  # nothing written on the "worker"
     unpack(packed, job.run_dir)
     on_disk = json.loads((job.run_dir / "results.json").read_text())
