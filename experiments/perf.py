@@ -137,7 +137,7 @@ def loop_rows(root: Path, cache_dir: Path, size: int) -> list[Row]:
     """The runner's Avalanche loop vs a bare PyTorch loop: same model, data, batch, transforms."""
     from torch.utils.data import DataLoader
 
-    from benchmarks.cache import CachedImages, ImageCache, eval_resize
+    from benchmarks.cache import CachedImages, ImageCache, collate_images, eval_resize
     from benchmarks.metrics import srcc
     from benchmarks.stream import image_transforms
     from experiments.run import prepare
@@ -166,7 +166,8 @@ def loop_rows(root: Path, cache_dir: Path, size: int) -> list[Row]:
 
         def go():
             for _ in range(epochs):
-                for x, y, _ in DataLoader(train_ds, batch_size=bs, shuffle=True):
+                for x, y, _ in DataLoader(train_ds, batch_size=bs, shuffle=True,
+                                          collate_fn=collate_images):
                     opt.zero_grad()
                     loss_fn(model(x.to(dev)), y.to(dev)).backward()
                     opt.step()
@@ -178,7 +179,8 @@ def loop_rows(root: Path, cache_dir: Path, size: int) -> list[Row]:
 
         def go():
             preds, ys = [], []
-            for x, y, _ in DataLoader(test_ds, batch_size=config["eval"]["batch_size"]):
+            for x, y, _ in DataLoader(test_ds, batch_size=config["eval"]["batch_size"],
+                                      collate_fn=collate_images):
                 preds.append(model(x.to(dev)).cpu())
                 ys.append(y)
             srcc(torch.cat(ys).numpy(), torch.cat(preds).numpy())
@@ -188,7 +190,7 @@ def loop_rows(root: Path, cache_dir: Path, size: int) -> list[Row]:
     av_train = best(lambda: timed(lambda: bench.trainer.train(exp)), 3)
     av_eval = best(lambda: timed(lambda: bench.trainer.evaluate(test_exp)), 3)
     n_train, n_test = len(train_ds) * epochs, len(test_ds)
-    note = f"mobilenet_v2 at {size} px, batch {bs}, CPU, best of 3"
+    note = f"mobilenet_v2 at {size} px, batch {bs}, CPU, best of 3, same collate (channels-last)"
     return [
         Row("training loop: `iqacl run` (Avalanche) vs bare PyTorch", n_train / av_train,
             n_train / best(bare_train, 3), "images/s", 0.95, note=note),
