@@ -221,5 +221,10 @@ def collate_images(batch: list) -> list:
         storage = images[0]._typed_storage()._new_shared(numel, device=images[0].device)
         out = images[0].new(storage).resize_(len(images), *images[0].shape)
     x = torch.stack(images, out=out).permute(0, 3, 1, 2)
+    return [x, *collate_rest(batch)]
+
+
+def collate_rest(batch: list) -> list:
+    """Every column but the first (the image), as `default_collate` makes them."""
     columns = list(zip(*batch, strict=True))[1:]
-    return [x, *(torch.utils.data.default_collate(list(c)) for c in columns)]
+    return [torch.utils.data.default_collate(list(c)) for c in columns]

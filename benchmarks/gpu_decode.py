@@ -18,7 +18,7 @@ from torchvision import io
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from .cache import eval_resize
+from .cache import collate_rest, eval_resize
 
 
 class JpegBytes(torch.utils.data.Dataset):
@@ -40,11 +40,9 @@ def collate_bytes(batch: list) -> list:
 
     One tensor per batch (not one per file) crosses from a worker process.
     """
-    columns = list(zip(*batch, strict=True))
-    files = list(columns[0])
+    files = [item[0] for item in batch]
     lengths = torch.tensor([len(f) for f in files], dtype=torch.int64)
-    rest = [torch.utils.data.default_collate(list(c)) for c in columns[1:]]
-    return [(torch.cat(files), lengths), *rest]
+    return [(torch.cat(files), lengths), *collate_rest(batch)]
 
 
 def split_bytes(packed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:

@@ -129,8 +129,10 @@ class UnreadableRecorder(SupervisedPlugin):
         self.seen: set[tuple[int, str, int]] = set()
 
     def _add(self, strategy, part: str | None) -> None:
-        # (task, row) pairs found on the CPU by the template, before the copy to the device.
-        for t, r in getattr(strategy, "mb_unreadable", None) or _nan_rows(strategy):
+        # Found on the CPU by the template, before the copy to the device, where it can.
+        found = strategy.mb_unreadable if hasattr(strategy, "mb_unreadable") else \
+            unreadable_rows(strategy.mbatch)
+        for t, r in found:
             self.seen.add((t, part or "train", r))
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
@@ -140,10 +142,13 @@ class UnreadableRecorder(SupervisedPlugin):
         self._add(strategy, self.PARTS.get(stream_type(strategy.experience)))
 
 
-def _nan_rows(strategy) -> list[tuple[int, int]]:
-    bad = torch.isnan(strategy.mb_y.reshape(-1))
-    rows = strategy.mbatch[2].reshape(-1)[bad].tolist()
-    tasks = strategy.mbatch[-1].reshape(-1)[bad].tolist()
+def unreadable_rows(mbatch) -> list[tuple[int, int]]:
+    """(task label, row) of each sample with a NaN target: an image that could not be read."""
+    bad = torch.isnan(mbatch[1].reshape(-1))
+    if not bad.any():
+        return []
+    rows = mbatch[2].reshape(-1)[bad].tolist()
+    tasks = mbatch[-1].reshape(-1)[bad].tolist()
     return [(int(t), int(r)) for t, r in zip(tasks, rows, strict=True)]
 
 

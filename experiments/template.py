@@ -14,6 +14,7 @@ import torch
 from avalanche.training.templates import SupervisedTemplate
 
 from benchmarks.gpu_decode import JpegDecoder
+from benchmarks.metric_plugins import unreadable_rows
 
 
 class IQATemplate(SupervisedTemplate):
@@ -33,10 +34,7 @@ class IQATemplate(SupervisedTemplate):
             if failed:
                 mb[1] = mb[1].clone()
                 mb[1][failed] = float("nan")
-        bad = torch.isnan(mb[1].reshape(-1))
-        self.mb_unreadable = [(int(t), int(r)) for t, r in zip(
-            mb[-1].reshape(-1)[bad].tolist(), mb[2].reshape(-1)[bad].tolist(), strict=True)
-        ] if bad.any() else []
+        self.mb_unreadable = unreadable_rows(mb)  # still on the CPU: no device sync
         super()._unpack_minibatch()
         if self.amp and self.mbatch[0].dim() == 4:
             self.mbatch[0] = self.mbatch[0].contiguous(memory_format=torch.channels_last)
