@@ -86,10 +86,11 @@ class Shard:
         offset, h, w = (int(v) for v in self.index[pos])
         if h == 0:
             return None
-        # One pread into fresh memory: cheaper than faulting in a memory map page by page.
-        buf = bytearray(h * w * 3)
-        os.preadv(self._fd, [buf], offset)
-        return torch.frombuffer(buf, dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
+        # One pread into fresh (not zero-filled) memory: cheaper than faulting in a memory
+        # map page by page.
+        img = torch.empty(h, w, 3, dtype=torch.uint8)
+        os.preadv(self._fd, [img.numpy()], offset)
+        return img.permute(2, 0, 1)
 
 
 class ImageCache:

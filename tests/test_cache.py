@@ -14,7 +14,7 @@ from PIL import Image
 from benchmarks.cache import ImageCache, decode_resized, eval_resize
 from benchmarks.demo_data import make_demo_data
 from benchmarks.images import load_rgb
-from benchmarks.stream import build_stream
+from benchmarks.stream import build_stream, image_transforms
 from models.iqa import normalise_uint8
 
 IMAGE_SIZE = 64  # short side 73: AVA-sized JPEGs (375 px) are decoded at 1/4 scale
@@ -63,6 +63,31 @@ def test_cached_eval_tensors_equal_the_uncached_path_exactly(photos, tmp_path):
     x = cached.benchmark.train_stream[0].dataset.train()[0][0]
     assert x.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.uint8
 
+
+
+def test_cached_training_crop_is_a_resized_crop_flipped_half_the_time():
+    # One fused transform: the crop torchvision's RandomResizedCrop would draw, resized
+    # with antialiasing, flipped with probability 1/2 (flip and resize commute).
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, (73, 97, 3), dtype=torch.uint8).permute(2, 0, 1)
+    tf = image_transforms(IMAGE_SIZE, (0.5, 1.0), cached=True)["train"]
+    flips = 0
+    for _ in range(200):
+        state = torch.get_rng_state()
+        out = tf(img)
+        torch.set_rng_state(state)
+        u = torch.rand(5).tolist()
+        i, j, h, w = tf.sample(73, 97, u[:4])
+        assert 0.45 * 73 * 97 <= h * w <= 73 * 97 and i + h <= 73 and j + w <= 97
+        ref = torch.nn.functional.interpolate(img[None, :, i:i + h, j:j + w].float(),
+                                              size=(IMAGE_SIZE, IMAGE_SIZE),
+                                              mode="bilinear", antialias=True)[0]
+        if u[4] < 0.5:
+            ref, flips = ref.flip(-1), flips + 1
+        assert out.shape == (3, IMAGE_SIZE, IMAGE_SIZE) and out.dtype == torch.uint8
+        assert out.permute(1, 2, 0).is_contiguous()  # channels-last: collate copies plainly
+        assert (out.float() - ref).abs().max() <= 1.5  # uint8 rounding only
+    assert 70 < flips < 130
 
 def test_a_shard_is_reused_and_rebuilt_when_a_file_or_the_size_changes(photos, tmp_path):
     files = sorted(str(f) for f in (photos / "AVA" / "images").glob("*.jpg"))[:5]
