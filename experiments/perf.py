@@ -531,6 +531,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
         "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "cpu_cores": os.cpu_count(),
         "command": "python -m experiments.perf --gpu --json docs/perf_gpu.json",
+        "commit": _git("rev-parse", "--short", "HEAD"),
         "rows": [asdict(r) for r in (
             Row("ResNet18 bf16 training: `iqacl run` from the image cache vs bare PyTorch on "
                 "synthetic on-device tensors", ours, bare_train, "images/s", 0.8,
@@ -593,7 +594,31 @@ def table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def render(rows: list[Row], gpu: dict | None, meta: dict) -> str:
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _gpu_age(commit: str | None) -> str:
+    """Which code the GPU rows measured: they are only redone when a GPU is lent."""
+    if not commit:
+        return "The commit these GPU rows measured is not known."
+    since = _git("rev-list", "--count", f"{commit}..HEAD", "--", *CODE)
+    if not since or since == "0":
+        return f"Measured at commit `{commit}`, the code as it is now."
+    return (f"Measured at commit `{commit}`; {since} commits have changed the code since "
+            f"(`git log {commit}..HEAD -- {' '.join(CODE)}`), so these rows are not yet "
+            "re-measured for them.")
+
+
+CODE = ("benchmarks", "models", "strategies", "experiments")
+
+
+def render(rows: list[Row], gpu: dict | None, meta: dict,
+           json_path: str = "docs/perf_gpu.json") -> str:
     out = [
         "# Performance",
         "",
@@ -613,7 +638,8 @@ def render(rows: list[Row], gpu: dict | None, meta: dict) -> str:
     else:
         out += [f"Measured on **{gpu['device']}** ({gpu['cpu_cores']} CPU cores, torch "
                 f"{gpu['torch']}) with `{gpu['command']}`; both sides in the same call on the "
-                "same card.", "", *table([Row(**r) for r in gpu["rows"]])]
+                "same card.", "", *table([Row(**r) for r in gpu["rows"]]), "",
+                _gpu_age(gpu.get("commit") or _git("log", "-1", "--format=%h", "--", json_path))]
     out += ["", "## What the rows mean", "", *NOTES]
     return "\n".join(out) + "\n"
 
@@ -678,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"machine": f"{os.cpu_count()} CPU cores, {platform.processor() or 'x86_64'}, "
                            f"torch {torch.__version__}",
                 "date": time.strftime("%Y-%m-%d"), "took": time.time() - started}
-        Path(args.out).write_text(render(rows, gpu, meta))
+        Path(args.out).write_text(render(rows, gpu, meta, args.json))
         print("\n".join(table(rows)))
     return 0
 

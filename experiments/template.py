@@ -6,6 +6,10 @@
   encoded files until here.
 - Unreadable samples are found on the CPU, before the copy to the device, so
   no minibatch waits on the GPU to learn whether a target was NaN.
+- Evaluation loaders are kept: the forgetting matrix evaluates every
+  experience after every step, and Avalanche would build a new DataLoader,
+  starting all its worker processes, each time. With persistent workers the
+  loader of each evaluated dataset is reused (at most `KEPT_EVAL_LOADERS`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from avalanche.training.templates import SupervisedTemplate
 from benchmarks.gpu_decode import JpegDecoder
 from benchmarks.metric_plugins import unreadable_rows
 
+KEPT_EVAL_LOADERS = 8  # test and validation of 4 experiences; the oldest goes first
+
 
 class IQATemplate(SupervisedTemplate):
     def __init__(self, *, amp: bool = False, decoder: JpegDecoder | None = None,
@@ -24,8 +30,29 @@ class IQATemplate(SupervisedTemplate):
         self.amp = amp and self.device.type == "cuda"
         self.decoder = decoder
         self.mb_unreadable: list[tuple[int, int]] = []
+        # (id of the experience's dataset, loader arguments) -> (that dataset, its loader)
+        self.eval_loaders: dict[tuple, tuple] = {}
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
+
+    def make_eval_dataloader(self, num_workers: int = 0, shuffle: bool = False,
+                             pin_memory: bool | None = None, persistent_workers: bool = False,
+                             **kwargs) -> None:
+        args = dict(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                    persistent_workers=persistent_workers, **kwargs)
+        if not (persistent_workers and num_workers > 0):
+            return super().make_eval_dataloader(**args)
+        data = self.experience.dataset
+        key = (id(data), self.eval_mb_size, *sorted((k, repr(v)) for k, v in args.items()))
+        kept = self.eval_loaders.get(key)
+        if kept is not None and kept[0] is data:  # the id alone could be a new object's
+            self.dataloader = kept[1]
+            return None
+        super().make_eval_dataloader(**args)
+        self.eval_loaders[key] = (data, self.dataloader)
+        while len(self.eval_loaders) > KEPT_EVAL_LOADERS:  # dropped: its workers exit
+            self.eval_loaders.pop(next(iter(self.eval_loaders)))
+        return None
 
     def _unpack_minibatch(self):
         mb = self.mbatch

@@ -139,18 +139,22 @@ def test_two_processes_filling_one_shard_at_once_agree(photos, tmp_path):
 
 
 def _run(root: Path, out: Path, *extra: str) -> dict:
-    from experiments.config import load_config
     from experiments.run import run
     from models.backbones import weight_file
 
     if not weight_file("mobilenet_v2").is_file():
         pytest.skip("needs mobilenet_v2 weights: `make weights`")
+    return run(_config(root, *extra), out)
+
+
+def _config(root: Path, *extra: str) -> dict:
+    from experiments.config import load_config
+
     demo = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"
-    config = load_config(demo, [f"stream.EVA.root={root / 'EVA'}",
-                                f"stream.AVA.root={root / 'AVA'}",
-                                f"data.image_size={IMAGE_SIZE}", "train.epochs=2",
-                                "log.progress=false", "log.plots=false", *extra])
-    return run(config, out)
+    return load_config(demo, [f"stream.EVA.root={root / 'EVA'}",
+                              f"stream.AVA.root={root / 'AVA'}",
+                              f"data.image_size={IMAGE_SIZE}", "train.epochs=2",
+                              "log.progress=false", "log.plots=false", *extra])
 
 
 def test_frozen_backbone_matrices_are_the_same_with_and_without_cached_features(photos,
@@ -175,3 +179,28 @@ def test_a_run_from_the_image_cache_with_worker_processes(photos, tmp_path):
     assert results["counts"]["AVA"]["dropped"] == 0
     assert np.isfinite(results["matrices"]["srcc"]).all()
     assert len(list((tmp_path / "cache").glob("*/index.npy"))) == 2  # one shard per dataset
+
+
+def test_evaluation_keeps_one_loader_and_its_workers_per_evaluated_dataset(photos, tmp_path):
+    from experiments.run import prepare, train_and_evaluate
+
+    bench = prepare(_config(photos, "data.cache=true", "data.num_workers=1",
+                            f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false",
+                            "eval.validation=false"))
+    train_and_evaluate(bench)  # evaluates both test experiences before and after each step
+    strategy, test = bench.trainer.strategy, bench.stream.benchmark.test_stream
+
+    def workers() -> dict:
+        return {k: [w.pid for w in loader._persistent_loader._iterator._workers]
+                for k, (_, loader) in strategy.eval_loaders.items()}
+
+    started = workers()
+    assert len(started) == 2  # one per test experience, reused at every evaluation
+    kept = bench.trainer.evaluate(test)
+    assert workers() == started  # no worker was started again
+    bench.trainer.num_workers = 0  # Avalanche's own loaders, in this process
+    fresh = bench.trainer.evaluate(test)
+    assert kept.keys() == fresh.keys()
+    for k in kept:
+        for a, b in zip(kept[k], fresh[k], strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
