@@ -35,6 +35,20 @@ class IQATemplate(SupervisedTemplate):
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
 
+    def _load_train_state(self, prev_state: dict) -> None:
+        """Avalanche's restore of each module's train/eval flag after an evaluation, in one
+        pass: it calls the recursive `train()` on every module, a cost that grows with
+        the depth of the network. Only modules that override `train()` still get the call."""
+        self.experience = prev_state["experience"]
+        self.is_training = prev_state["is_training"]
+        modes = prev_state["model_training_mode"]
+        for name, layer in self.model.named_modules():
+            mode = modes.get(name, True)  # unknown: added during eval, as Avalanche does
+            if type(layer).train is torch.nn.Module.train:
+                layer.training = mode
+            else:
+                layer.train(mode)
+
     def make_eval_dataloader(self, num_workers: int = 0, shuffle: bool = False,
                              pin_memory: bool | None = None, persistent_workers: bool = False,
                              **kwargs) -> None:

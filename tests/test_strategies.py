@@ -252,3 +252,18 @@ def test_rehearsal_state_restores_into_a_fresh_plugin(name, tiny_demo):
         assert fresh.stored_images() == min(n0, 100) + min(n1, 100)
     else:
         assert fresh.stored_images() == n0 + n1
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_evaluation_restores_every_module_train_flag(tiny_demo, frozen):
+    # The template restores the flags in one pass (Avalanche calls the recursive train()
+    # on every module); a frozen backbone must stay in eval mode while the head trains.
+    bench = prepare(tiny_config(tiny_demo, f"model.freeze_backbone={str(frozen).lower()}"))
+    model = bench.trainer.strategy.model
+    model.train()
+    if not frozen:
+        model.head.eval()  # a mixed state, to be kept exactly
+    before = {name: m.training for name, m in model.named_modules()}
+    assert any(before.values()) and not all(before.values())
+    bench.trainer.evaluate(bench.stream.benchmark.test_stream)
+    assert {name: m.training for name, m in model.named_modules()} == before
