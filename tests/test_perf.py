@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from experiments.perf import Row, main
+from experiments.perf import Row, main, table
 
 
 def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
@@ -23,7 +23,7 @@ def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
     # The GPU file is folded in, with its card and a ratio computed from its numbers.
     assert "**TestCard**" in text and "| 0.50× | ≥ 0.8× | **FAIL** |" in text
     # Equality checks ride along with the timings: they are exact at these sizes.
-    assert "float64 max |Δ|" in text and "(bound 1e-5) FAILED" not in text
+    assert "float64 max |Δ|" in text and "(tolerance 1e-5) FAILED" not in text
 
 
 def test_rows_judge_ratios_and_absolute_bounds():
@@ -32,3 +32,8 @@ def test_rows_judge_ratios_and_absolute_bounds():
     assert Row("t", 4.0, 0.1, "s", 5.0, higher_is_better=False, absolute=True).passed is True
     assert Row("t", 6.0, 0.1, "s", 5.0, higher_is_better=False, absolute=True).passed is False
     assert Row("m", 6.0, 1.0, "MB", None).passed is None
+    # A target above what any method could reach on the machine is said to be, not failed.
+    assert Row("b", 1.0, 1.0, "x/s", 5.0, bound=2.0).passed is None
+    assert Row("b", 6.0, 1.0, "x/s", 5.0, bound=8.0).passed is True
+    assert "out of reach here (bound 2.00×)" in table([Row("b", 1.0, 1.0, "x/s", 5.0,
+                                                          bound=2.0)])[-1]
