@@ -6,6 +6,8 @@
   encoded files until here.
 - Unreadable samples are found on the CPU, before the copy to the device, so
   no minibatch waits on the GPU to learn whether a target was NaN.
+- Training batches of all an experience's epochs come from one DataLoader
+  pass (`benchmarks.epochs`), so the workers do not stop between epochs.
 - Evaluation loaders are kept: the forgetting matrix evaluates every
   experience after every step, and Avalanche would build a new DataLoader,
   starting all its worker processes, each time. With persistent workers the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import torch
 from avalanche.training.templates import SupervisedTemplate
 
+from benchmarks.epochs import EpochLoader
 from benchmarks.gpu_decode import JpegDecoder
 from benchmarks.metric_plugins import unreadable_rows
 
@@ -39,8 +42,9 @@ class IQATemplate(SupervisedTemplate):
         """Avalanche's restore of each module's train/eval flag after an evaluation, in one
         pass: it calls the recursive `train()` on every module, a cost that grows with
         the depth of the network. Only modules that override `train()` still get the call."""
-        self.experience = prev_state["experience"]
-        self.is_training = prev_state["is_training"]
+        for key, value in prev_state.items():  # experience, is_training, dataloader, ...
+            if key != "model_training_mode":
+                setattr(self, key, value)
         modes = prev_state["model_training_mode"]
         for name, layer in self.model.named_modules():
             mode = modes.get(name, True)  # unknown: added during eval, as Avalanche does
@@ -48,6 +52,23 @@ class IQATemplate(SupervisedTemplate):
                 layer.training = mode
             else:
                 layer.train(mode)
+
+    def make_train_dataloader(self, num_workers: int = 0, shuffle: bool = True,
+                              pin_memory: bool | None = None,
+                              persistent_workers: bool = False, drop_last: bool = False,
+                              **kwargs) -> None:
+        args = dict(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                    persistent_workers=persistent_workers, drop_last=drop_last, **kwargs)
+        data = self.adapted_dataset
+        # Avalanche's loader balances tasks within a batch (joint training sees several);
+        # with one task per experience, one pass through all epochs keeps the workers busy.
+        if num_workers == 0 or kwargs or len(data.targets_task_labels.uniques) != 1:
+            return super().make_train_dataloader(**args)
+        self.dataloader = EpochLoader(
+            data, self.train_epochs, self.train_mb_size, shuffle, drop_last,
+            num_workers=num_workers,
+            pin_memory=self.device.type == "cuda" if pin_memory is None else pin_memory)
+        return None
 
     def make_eval_dataloader(self, num_workers: int = 0, shuffle: bool = False,
                              pin_memory: bool | None = None, persistent_workers: bool = False,

@@ -265,5 +265,10 @@ def test_evaluation_restores_every_module_train_flag(tiny_demo, frozen):
         model.head.eval()  # a mixed state, to be kept exactly
     before = {name: m.training for name, m in model.named_modules()}
     assert any(before.values()) and not all(before.values())
+    strategy = bench.trainer.strategy
+    strategy.dataloader, strategy.adapted_dataset = ["train batches"], ["train data"]
     bench.trainer.evaluate(bench.stream.benchmark.test_stream)
     assert {name: m.training for name, m in model.named_modules()} == before
+    # The rest of the training state comes back too (an evaluation inside training).
+    assert strategy.dataloader == ["train batches"]
+    assert strategy.adapted_dataset == ["train data"]

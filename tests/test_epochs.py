@@ -1,0 +1,66 @@
+"""All epochs of an experience from one DataLoader pass: same batches per epoch, workers kept."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from avalanche.core import SupervisedPlugin
+from test_cache import _config, photos  # noqa: F401 (fixture)
+
+from benchmarks.epochs import EpochBatches, EpochLoader
+from experiments.run import prepare, train_and_evaluate
+
+
+def test_each_epoch_is_a_new_permutation_in_batches():
+    batches = list(EpochBatches(10, 4, epochs=3, seed=7))
+    assert [len(b) for b in batches] == [4, 4, 2] * 3  # the short last batch of each epoch
+    epochs = [sum(batches[i:i + 3], []) for i in (0, 3, 6)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert batches == list(EpochBatches(10, 4, epochs=3, seed=7))  # seeded
+    assert [len(b) for b in EpochBatches(10, 4, 2, drop_last=True)] == [4, 4] * 2
+    assert sum(EpochBatches(5, 2, 2, shuffle=False), []) == [0, 1, 2, 3, 4] * 2
+
+
+class Numbers(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 9
+
+    def __getitem__(self, i: int):
+        return torch.tensor(i), torch.tensor(os.getpid())
+
+
+def test_one_worker_pass_serves_every_epoch_and_more_if_asked():
+    torch.manual_seed(0)
+    loader = EpochLoader(Numbers(), epochs=2, batch_size=4, num_workers=1)
+    assert len(loader) == 3  # batches per epoch, as the training loop counts them
+    epochs = [[(int(x), int(pid)) for xs, pids in loader for x, pid in zip(xs, pids, strict=True)]
+              for _ in range(3)]  # one epoch more than planned: a second pass
+    assert all(sorted(x for x, _ in e) == list(range(9)) for e in epochs)
+    # The planned epochs come from one worker process that never restarted in between.
+    assert len({pid for e in epochs[:2] for _, pid in e}) == 1
+
+
+def test_training_with_workers_uses_one_pass_and_is_reproducible(photos, tmp_path):  # noqa: F811
+    class Seen(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.loaders = []
+
+        def before_training_epoch(self, strategy, **kwargs):
+            self.loaders.append(type(strategy.dataloader).__name__)
+
+    matrices = []
+    for _ in range(2):
+        bench = prepare(_config(photos, "data.cache=true", "data.num_workers=1",
+                                f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false",
+                                "eval.validation=false", "train.epochs=3"))
+        seen = Seen()
+        bench.trainer.strategy.plugins.append(seen)
+        test, _ = train_and_evaluate(bench)
+        assert seen.loaders == ["EpochLoader"] * 6  # 2 experiences x 3 epochs
+        matrices.append(test.matrix("srcc", "none"))
+    assert np.isfinite(matrices[0]).all()
+    assert np.array_equal(matrices[0], matrices[1])
