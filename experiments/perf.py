@@ -564,21 +564,20 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
 
 
 def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
-    """Images/s out of a loader like the run's training loader (same dataset, collate,
-    workers, pinned memory), copied to the device: the data path's ceiling."""
-    from torch.utils.data import DataLoader
+    """Images/s out of the run's kind of training loader (same dataset, collate, workers,
+    pinned memory, epochs in one pass), copied to the device: the data path's ceiling."""
+    from benchmarks.epochs import EpochLoader
 
     data = bench.stream.benchmark.train_stream[0].dataset.train()
-    loader = DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers,
-                        collate_fn=data.collate_fn, pin_memory=dev.type == "cuda",
-                        persistent_workers=workers > 0)
+    loader = EpochLoader(data, epochs=3, batch_size=batch, num_workers=workers,
+                         pin_memory=dev.type == "cuda")
 
-    def one_pass() -> None:
+    def one_epoch() -> None:
         for x, *_ in loader:
             x.to(dev, non_blocking=True)
         _sync(dev)
-    one_pass()
-    return len(data) / best(lambda: timed(one_pass), 2)
+    one_epoch()  # workers start
+    return len(data) / best(lambda: timed(one_epoch), 2)
 
 
 def _epoch_timer(dev: torch.device):
