@@ -566,7 +566,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
 def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
     """Images/s out of the run's kind of training loader (same dataset, collate, workers,
     pinned memory, epochs in one pass), copied to the device: the data path's ceiling."""
-    from benchmarks.epochs import EpochLoader
+    from benchmarks.loaders import EpochLoader
 
     data = bench.stream.benchmark.train_stream[0].dataset.train()
     loader = EpochLoader(data, epochs=3, batch_size=batch, num_workers=workers,

@@ -7,23 +7,22 @@
 - Unreadable samples are found on the CPU, before the copy to the device, so
   no minibatch waits on the GPU to learn whether a target was NaN.
 - Training batches of all an experience's epochs come from one DataLoader
-  pass (`benchmarks.epochs`), so the workers do not stop between epochs.
-- Evaluation loaders are kept: the forgetting matrix evaluates every
-  experience after every step, and Avalanche would build a new DataLoader,
-  starting all its worker processes, each time. With persistent workers the
-  loader of each evaluated dataset is reused (at most `KEPT_EVAL_LOADERS`).
+  pass (`benchmarks.loaders`), so the workers do not stop between epochs.
+- Evaluation uses one pool of workers for every evaluated dataset
+  (`benchmarks.loaders.EvalPool`): Avalanche would build a new DataLoader,
+  starting all its workers, for each experience at each evaluation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from avalanche.training.templates import SupervisedTemplate
 
-from benchmarks.epochs import EpochLoader
 from benchmarks.gpu_decode import JpegDecoder
+from benchmarks.loaders import EpochLoader, EvalPool
 from benchmarks.metric_plugins import unreadable_rows
-
-KEPT_EVAL_LOADERS = 8  # test and validation of 4 experiences; the oldest goes first
 
 
 class IQATemplate(SupervisedTemplate):
@@ -33,8 +32,7 @@ class IQATemplate(SupervisedTemplate):
         self.amp = amp and self.device.type == "cuda"
         self.decoder = decoder
         self.mb_unreadable: list[tuple[int, int]] = []
-        # (id of the experience's dataset, loader arguments) -> (that dataset, its loader)
-        self.eval_loaders: dict[tuple, tuple] = {}
+        self.eval_pools: dict[tuple, EvalPool] = {}  # by batch size, workers, pinning
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
 
@@ -70,24 +68,34 @@ class IQATemplate(SupervisedTemplate):
             pin_memory=self.device.type == "cuda" if pin_memory is None else pin_memory)
         return None
 
+    def eval(self, exp_list, **kwargs):
+        # Every experience of the stream joins the pool before the first pass, so its
+        # workers start once for the stream rather than once per new experience.
+        if kwargs.get("persistent_workers") and kwargs.get("num_workers", 0) > 0:
+            pool = self._eval_pool(kwargs)
+            for exp in (exp_list if isinstance(exp_list, Iterable) else [exp_list]):
+                pool.add(exp.dataset, exp.dataset.eval())
+        return super().eval(exp_list, **kwargs)
+
     def make_eval_dataloader(self, num_workers: int = 0, shuffle: bool = False,
                              pin_memory: bool | None = None, persistent_workers: bool = False,
                              **kwargs) -> None:
         args = dict(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                     persistent_workers=persistent_workers, **kwargs)
-        if not (persistent_workers and num_workers > 0):
+        if not (persistent_workers and num_workers > 0) or shuffle:
             return super().make_eval_dataloader(**args)
-        data = self.experience.dataset
-        key = (id(data), self.eval_mb_size, *sorted((k, repr(v)) for k, v in args.items()))
-        kept = self.eval_loaders.get(key)
-        if kept is not None and kept[0] is data:  # the id alone could be a new object's
-            self.dataloader = kept[1]
-            return None
-        super().make_eval_dataloader(**args)
-        self.eval_loaders[key] = (data, self.dataloader)
-        while len(self.eval_loaders) > KEPT_EVAL_LOADERS:  # dropped: its workers exit
-            self.eval_loaders.pop(next(iter(self.eval_loaders)))
+        self.dataloader = self._eval_pool(args).batches(self.experience.dataset,
+                                                        self.adapted_dataset)
         return None
+
+    def _eval_pool(self, args: dict) -> EvalPool:
+        key = (self.eval_mb_size, args["num_workers"], args.get("pin_memory"))
+        if key not in self.eval_pools:  # other arguments: another pool (not in this suite)
+            pin = args.get("pin_memory")
+            self.eval_pools[key] = EvalPool(
+                self.eval_mb_size, num_workers=args["num_workers"],
+                pin_memory=self.device.type == "cuda" if pin is None else pin)
+        return self.eval_pools[key]
 
     def _unpack_minibatch(self):
         mb = self.mbatch

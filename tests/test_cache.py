@@ -181,25 +181,26 @@ def test_a_run_from_the_image_cache_with_worker_processes(photos, tmp_path):
     assert len(list((tmp_path / "cache").glob("*/index.npy"))) == 2  # one shard per dataset
 
 
-def test_evaluation_keeps_one_loader_and_its_workers_per_evaluated_dataset(photos, tmp_path):
+def test_evaluation_uses_one_pool_of_workers_for_every_evaluated_dataset(photos, tmp_path):
     from experiments.run import prepare, train_and_evaluate
 
     bench = prepare(_config(photos, "data.cache=true", "data.num_workers=1",
                             f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false",
-                            "eval.validation=false"))
-    train_and_evaluate(bench)  # evaluates both test experiences before and after each step
-    strategy, test = bench.trainer.strategy, bench.stream.benchmark.test_stream
+                            "eval.validation=true"))
+    train_and_evaluate(bench)  # test and validation streams, before and after each step
+    strategy, benchmark = bench.trainer.strategy, bench.stream.benchmark
+    (pool,) = strategy.eval_pools.values()
+    assert len(pool.sources) == 4  # 2 experiences x (test, validation)
 
-    def workers() -> dict:
-        return {k: [w.pid for w in loader._persistent_loader._iterator._workers]
-                for k, (_, loader) in strategy.eval_loaders.items()}
+    def workers() -> list[int]:
+        return [w.pid for w in pool.loader._iterator._workers]
 
     started = workers()
-    assert len(started) == 2  # one per test experience, reused at every evaluation
-    kept = bench.trainer.evaluate(test)
+    kept = bench.trainer.evaluate(benchmark.test_stream)
+    bench.trainer.evaluate(benchmark.valid_stream)
     assert workers() == started  # no worker was started again
     bench.trainer.num_workers = 0  # Avalanche's own loaders, in this process
-    fresh = bench.trainer.evaluate(test)
+    fresh = bench.trainer.evaluate(benchmark.test_stream)
     assert kept.keys() == fresh.keys()
     for k in kept:
         for a, b in zip(kept[k], fresh[k], strict=True):

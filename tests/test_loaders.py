@@ -9,7 +9,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from test_cache import _config, photos  # noqa: F401 (fixture)
 
-from benchmarks.epochs import EpochBatches, EpochLoader
+from benchmarks.loaders import EpochBatches, EpochLoader, EvalPool
 from experiments.run import prepare, train_and_evaluate
 
 
@@ -25,11 +25,14 @@ def test_each_epoch_is_a_new_permutation_in_batches():
 
 
 class Numbers(torch.utils.data.Dataset):
+    def __init__(self, first: int = 0):
+        self.first = first
+
     def __len__(self) -> int:
         return 9
 
     def __getitem__(self, i: int):
-        return torch.tensor(i), torch.tensor(os.getpid())
+        return torch.tensor(self.first + i), torch.tensor(os.getpid())
 
 
 def test_one_worker_pass_serves_every_epoch_and_more_if_asked():
@@ -64,3 +67,23 @@ def test_training_with_workers_uses_one_pass_and_is_reproducible(photos, tmp_pat
         matrices.append(test.matrix("srcc", "none"))
     assert np.isfinite(matrices[0]).all()
     assert np.array_equal(matrices[0], matrices[1])
+
+
+def test_eval_pool_passes_over_each_dataset_with_one_set_of_workers():
+    a, b, c = Numbers(0), Numbers(100), Numbers(200)
+    pool = EvalPool(4, num_workers=1)
+    pool.add(a, a)
+    pool.add(b, b)
+
+    def one_pass(source) -> tuple[list[int], set[int]]:
+        batches = list(pool.batches(source, source))
+        assert len(batches) == len(pool.batches(source, source)) == 3
+        return [int(x) for xs, _ in batches for x in xs], {int(p) for _, ps in batches for p in ps}
+
+    items_a, pids_a = one_pass(a)
+    items_b, pids_b = one_pass(b)
+    assert items_a == list(range(9)) and items_b == list(range(100, 109))  # in order
+    assert pids_a == pids_b and len(pids_a) == 1  # and the same worker
+    items_c, pids_c = one_pass(c)  # a new dataset: workers restart, holding all three
+    assert items_c == list(range(200, 209)) and pids_c != pids_a
+    assert one_pass(a)[1] == pids_c and len(pool.sources) == 3
