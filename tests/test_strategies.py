@@ -272,3 +272,13 @@ def test_evaluation_restores_every_module_train_flag(tiny_demo, frozen):
     # The rest of the training state comes back too (an evaluation inside training).
     assert strategy.dataloader == ["train batches"]
     assert strategy.adapted_dataset == ["train data"]
+
+
+def test_model_adaptation_moves_the_model_only_when_a_tensor_is_elsewhere(tiny_demo):
+    from experiments.template import _all_on
+
+    bench = prepare(tiny_config(tiny_demo))
+    model = bench.trainer.strategy.model
+    assert _all_on(model, torch.device("cpu"))
+    model.register_buffer("elsewhere", torch.zeros(1, device="meta"))
+    assert not _all_on(model, torch.device("cpu"))
