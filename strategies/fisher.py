@@ -42,10 +42,14 @@ def _as_param_data(model: torch.nn.Module, sums: dict[str, torch.Tensor],
     return out
 
 
+def _inputs(model: torch.nn.Module, x: torch.Tensor, task: int) -> tuple:
+    """The forward's arguments: a multi-task model also takes the task label."""
+    return (x, task) if isinstance(model, MultiTaskModule) else (x,)
+
+
 def _call(model: torch.nn.Module, params: dict, buffers: dict, x: torch.Tensor,
           task: int) -> torch.Tensor:
-    args = (x, task) if isinstance(model, MultiTaskModule) else (x,)
-    return functional_call(model, (params, buffers), args).reshape(-1)
+    return functional_call(model, (params, buffers), _inputs(model, x, task)).reshape(-1)
 
 
 class _LinearInputsAndGrads:
@@ -82,8 +86,7 @@ def _linear_fisher(model: torch.nn.Module, linears: dict[str, torch.nn.Linear],
     hooks = _LinearInputsAndGrads(model, set(linears))
     try:
         with torch.enable_grad():  # the gradients themselves are not kept: the hooks are
-            args = (x, task) if isinstance(model, MultiTaskModule) else (x,)
-            loss = ((model(*args).reshape(-1) - y) ** 2).sum()
+            loss = ((model(*_inputs(model, x, task)).reshape(-1) - y) ** 2).sum()
             torch.autograd.grad(loss, [m.weight for m in linears.values()], allow_unused=True)
     finally:
         hooks.remove()
@@ -144,8 +147,7 @@ def per_sample_fisher_loop(model: torch.nn.Module, dataset, device: torch.device
         if torch.isnan(y).any():
             continue
         model.zero_grad()
-        args = (x, task) if isinstance(model, MultiTaskModule) else (x,)
-        ((model(*args).reshape(-1)[0] - y[0]) ** 2).backward()
+        ((model(*_inputs(model, x, task)).reshape(-1)[0] - y[0]) ** 2).backward()
         for k, p in params.items():
             if p.grad is not None:  # None: not on this task's path (another task's head)
                 sums[k] += p.grad.pow(2)
