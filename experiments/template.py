@@ -77,40 +77,42 @@ class IQATemplate(SupervisedTemplate):
         # with one task per experience, one pass through all epochs keeps the workers busy.
         if num_workers == 0 or kwargs or len(data.targets_task_labels.uniques) != 1:
             return super().make_train_dataloader(**args)
-        self.dataloader = EpochLoader(
-            data, self.train_epochs, self.train_mb_size, shuffle, drop_last,
-            num_workers=num_workers,
-            pin_memory=self.device.type == "cuda" if pin_memory is None else pin_memory)
+        self.dataloader = EpochLoader(data, self.train_epochs, self.train_mb_size, shuffle,
+                                      drop_last, **self._workers(num_workers, pin_memory))
         return None
 
     def eval(self, exp_list, **kwargs):
         # Every experience of the stream joins the pool before the first pass, so its
         # workers start once for the stream rather than once per new experience.
-        if kwargs.get("persistent_workers") and kwargs.get("num_workers", 0) > 0:
-            pool = self._eval_pool(kwargs)
+        pool = self._eval_pool(**kwargs)
+        if pool is not None:
             for exp in (exp_list if isinstance(exp_list, Iterable) else [exp_list]):
                 pool.add(exp.dataset, exp.dataset.eval())
         return super().eval(exp_list, **kwargs)
 
-    def make_eval_dataloader(self, num_workers: int = 0, shuffle: bool = False,
-                             pin_memory: bool | None = None, persistent_workers: bool = False,
-                             **kwargs) -> None:
-        args = dict(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
-                    persistent_workers=persistent_workers, **kwargs)
-        if not (persistent_workers and num_workers > 0) or shuffle:
-            return super().make_eval_dataloader(**args)
-        self.dataloader = self._eval_pool(args).batches(self.experience.dataset,
-                                                        self.adapted_dataset)
+    def make_eval_dataloader(self, **kwargs) -> None:
+        pool = self._eval_pool(**kwargs)
+        if pool is None:
+            return super().make_eval_dataloader(**kwargs)
+        self.dataloader = pool.batches(self.experience.dataset, self.adapted_dataset)
         return None
 
-    def _eval_pool(self, args: dict) -> EvalPool:
-        key = (self.eval_mb_size, args["num_workers"], args.get("pin_memory"))
-        if key not in self.eval_pools:  # other arguments: another pool (not in this suite)
-            pin = args.get("pin_memory")
-            self.eval_pools[key] = EvalPool(
-                self.eval_mb_size, num_workers=args["num_workers"],
-                pin_memory=self.device.type == "cuda" if pin is None else pin)
+    def _eval_pool(self, num_workers: int = 0, shuffle: bool = False,
+                   pin_memory: bool | None = None, persistent_workers: bool = False,
+                   **kwargs) -> EvalPool | None:
+        """The pool for these loader arguments; None where Avalanche's own loader is used."""
+        if not (persistent_workers and num_workers > 0) or shuffle or kwargs:
+            return None
+        args = self._workers(num_workers, pin_memory)
+        key = (self.eval_mb_size, *sorted(args.items()))
+        if key not in self.eval_pools:
+            self.eval_pools[key] = EvalPool(self.eval_mb_size, **args)
         return self.eval_pools[key]
+
+    def _workers(self, num_workers: int, pin_memory: bool | None) -> dict:
+        # Avalanche's defaults (pinned memory on CUDA), as its own loaders get them.
+        return self._obtain_common_dataloader_parameters(num_workers=num_workers,
+                                                         pin_memory=pin_memory)
 
     def _unpack_minibatch(self):
         mb = self.mbatch
