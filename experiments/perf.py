@@ -68,9 +68,9 @@ SIZES = {
 }
 
 
-def best(fn: Callable[[], float], repeats: int) -> float:
-    """The fastest of `repeats` timings (seconds): the least disturbed by other work."""
-    return min(fn() for _ in range(repeats))
+def best(fn: Callable[[], object], repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls: the least disturbed by other work."""
+    return min(timed(fn) for _ in range(repeats))
 
 
 def side_by_side(fast: Callable[[], object], slow: Callable[[], object], rounds: int,
@@ -276,10 +276,7 @@ def ewc_rows(root: Path, cache_dir: Path, n: int, size: int) -> list[Row]:
          FeatureRows(torch.randn(n * 8, 1280, generator=g), torch.rand(n * 8, generator=g))),
     ):
         data = _WithTask(data)
-        fast, slow = side_by_side(lambda m=model, d=data: per_sample_fisher(m, d, cpu, 32),
-                                  lambda m=model, d=data: per_sample_fisher_loop(m, d, cpu), 3)
-        # Any per-sample method runs at least one batched forward and backward pass.
-        floor = best(lambda m=model, d=data: timed(lambda: _forward_backward(m, d, 32)), 3)
+        fast, slow, floor = fisher_times(model, data, cpu, 3)
         # Equality of the two computations, in float64 where rounding cannot hide a mistake.
         m64, sub = copy.deepcopy(model).double(), _WithTask(data.base, 4, torch.float64)
         a, b = per_sample_fisher(m64, sub, cpu, 4), per_sample_fisher_loop(m64, sub, cpu)
@@ -291,6 +288,18 @@ def ewc_rows(root: Path, cache_dir: Path, n: int, size: int) -> list[Row]:
                              f"; one batched forward + backward alone: {slow / floor:.2f}× "
                              "the loop"))
     return rows
+
+
+def fisher_times(model: torch.nn.Module, data, dev: torch.device,
+                 rounds: int) -> tuple[float, float, float]:
+    """Seconds of per-sample EWC importance by vmap and by the loop (timed in turns), and of
+    one batched forward + backward pass: the least any per-sample method must run."""
+    from strategies.fisher import per_sample_fisher, per_sample_fisher_loop
+
+    fast, slow = side_by_side(lambda: (per_sample_fisher(model, data, dev, 32), _sync(dev)),
+                              lambda: (per_sample_fisher_loop(model, data, dev), _sync(dev)),
+                              rounds)
+    return fast, slow, best(lambda: _forward_backward(model, data, 32, dev), rounds)
 
 
 def _forward_backward(model: torch.nn.Module, data, batch_size: int,
@@ -392,8 +401,8 @@ def make_full_size_dataset(root: Path, ava_lines: int, eva_images: int,
 def cli_rows() -> list[Row]:
     """`iqacl --help` wall time against importing what it avoids (torch and Avalanche)."""
     def wall(args: list[str]) -> float:
-        return best(lambda: timed(lambda: subprocess.run([sys.executable, *args], cwd=ROOT,
-                                                         capture_output=True, check=True)), 3)
+        return best(lambda: subprocess.run([sys.executable, *args], cwd=ROOT,
+                                           capture_output=True, check=True), 3)
 
     helps = wall(["-m", "experiments.cli", "--help"])
     heavy = wall(["-c", "import torch, avalanche.training"])
@@ -450,7 +459,6 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
     from benchmarks.demo_data import make_demo_data
     from experiments.run import prepare
     from models import IQALoss, build_model
-    from strategies.fisher import per_sample_fisher, per_sample_fisher_loop
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     root = work / "gpu"
@@ -494,7 +502,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
     test = bench.stream.benchmark.test_stream
     bench.trainer.evaluate(test)  # warm
     n_test = len(test[0].dataset)
-    ours_eval = n_test / best(lambda: timed(lambda: bench.trainer.evaluate(test)), 3)
+    ours_eval = n_test / best(lambda: bench.trainer.evaluate(test), 3)
     nvjpeg, _ = train_rate(trainer("data.cache=false", "data.decode=gpu")[0])
 
     model = build_model("resnet18").to(dev).to(memory_format=torch.channels_last)
@@ -529,11 +537,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
     data = FeatureRows(torch.randint(0, 256, (ewc, 3, size, size), dtype=torch.uint8),
                        torch.rand(ewc) * 2 - 1)
     data = _WithTask(data)
-    fisher_fast = best(lambda: timed(lambda: (per_sample_fisher(model, data, dev, 32),
-                                              _sync(dev))), 2)
-    fisher_slow = best(lambda: timed(lambda: (per_sample_fisher_loop(model, data, dev),
-                                              _sync(dev))), 2)
-    fisher_floor = best(lambda: timed(lambda: _forward_backward(model, data, 32, dev)), 2)
+    fisher_fast, fisher_slow, fisher_floor = fisher_times(model, data, dev, 2)
     setting = f"{size} px, batch {batch}, {workers} loader workers"
     return {
         "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
@@ -577,7 +581,7 @@ def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
             x.to(dev, non_blocking=True)
         _sync(dev)
     one_epoch()  # workers start
-    return len(data) / best(lambda: timed(one_epoch), 2)
+    return len(data) / best(one_epoch, 2)
 
 
 def _epoch_timer(dev: torch.device):
