@@ -130,7 +130,7 @@ def loader_rows(root: Path, cache_dir: Path, workers: int) -> list[Row]:
     cached = build_stream(entries, image_size=224, cache=cache).benchmark.train_stream[0].dataset
     build_s = time.perf_counter() - started  # fills the cache: decodes every image once
 
-    def one_pass(ds) -> Callable[[], list]:
+    def one_pass(ds) -> Callable[[], None]:
         # Steady state, as in a run's later epochs: workers started, first pass not timed.
         loader = DataLoader(ds, batch_size=64, num_workers=workers, collate_fn=ds.collate_fn,
                             persistent_workers=workers > 0)
