@@ -10,8 +10,8 @@ sees one epoch per `iter()`.
 
 Evaluation: the forgetting matrix evaluates every experience after every
 step, and Avalanche builds a new DataLoader, starting all its workers, for
-each. `EvalPool` keeps one set of workers holding every evaluated dataset;
-each evaluation is a pass over one dataset's index range.
+each. `EvalPool` keeps one set of workers holding every evaluated dataset,
+building the batches of the next evaluation while the current one runs.
 """
 
 from __future__ import annotations
@@ -75,43 +75,57 @@ class EpochLoader:
                 yield next(self._batches)
 
 
-class _Range(Sampler[list[int]]):
-    """In-order batches of one index range, set before each pass."""
+class _Cycle(Sampler[list[int]]):
+    """In-order batches of every dataset's index range, one range after another and
+    round again, from range `first` on: the order in which a stream is evaluated."""
 
     def __init__(self, batch_size: int):
-        self.batch_size, self.start, self.n = batch_size, 0, 0
-
-    def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        self.batch_size, self.first = batch_size, 0
+        self.ranges: list[range] = []
 
     def __iter__(self) -> Iterator[list[int]]:
-        for b in range(self.start, self.start + self.n, self.batch_size):
-            yield list(range(b, min(b + self.batch_size, self.start + self.n)))
+        if not any(self.ranges):  # nothing to yield: do not spin
+            return
+        i = self.first
+        while True:
+            r = self.ranges[i]
+            for b in range(r.start, r.stop, self.batch_size):
+                yield list(range(b, min(b + self.batch_size, r.stop)))
+            i = (i + 1) % len(self.ranges)
 
 
 class EvalPool:
-    """One set of persistent workers for every evaluated dataset.
+    """One set of persistent workers for every evaluated dataset, kept one step ahead.
 
     Datasets are registered by their source (the experience's dataset, by
     identity) with the view to load (its eval-mode version). The workers start
-    at the first pass after a registration, holding all datasets so far, and
-    serve every later pass over any of them.
+    at the first pass after a registration, holding all datasets so far. Their
+    one DataLoader pass runs through the datasets in registration order, round
+    and round; so while one dataset is evaluated, the workers already build the
+    first batches of the next (the next experience, or the first one again at
+    the next evaluation), and an evaluation does not open by waiting for a
+    batch. A pass asked for out of that order restarts the pass there (the
+    workers stay; the batches built ahead are dropped).
     """
 
     def __init__(self, batch_size: int, **loader_args):
         self.loader_args = loader_args
         self.sources: list = []
         self.datasets: list = []
-        self.sampler = _Range(batch_size)
+        self.sampler = _Cycle(batch_size)
         self.loader: DataLoader | None = None
+        self._batches: Iterator | None = None
+        self._next: int | None = None  # the range the running pass yields next
 
     def add(self, source, data) -> int:
         for i, known in enumerate(self.sources):
             if known is source:
                 return i
+        start = self.sampler.ranges[-1].stop if self.sampler.ranges else 0
         self.sources.append(source)
         self.datasets.append(data)
-        self.loader = None  # the next pass starts workers that hold the new list
+        self.sampler.ranges.append(range(start, start + len(data)))
+        self.loader = self._batches = self._next = None  # new workers hold the new list
         return len(self.sources) - 1
 
     def batches(self, source, data) -> _Pass:
@@ -121,18 +135,35 @@ class EvalPool:
                                      persistent_workers=True,
                                      collate_fn=getattr(self.datasets[0], "collate_fn", None),
                                      **self.loader_args)
-        return _Pass(self, sum(len(d) for d in self.datasets[:i]), len(self.datasets[i]))
+        return _Pass(self, i)
+
+    def count(self, i: int) -> int:
+        """Batches in dataset i's pass."""
+        return -(-len(self.sampler.ranges[i]) // self.sampler.batch_size)
+
+    def _take(self, i: int) -> Iterator:
+        n = self.count(i)
+        if n == 0:
+            return
+        if self._next != i:
+            self.sampler.first = i
+            self._batches = iter(self.loader)  # persistent workers: only the pass restarts
+        self._next = None  # unknown until this range is used up (a caller may stop early)
+        for _ in range(n):
+            yield next(self._batches)
+        ranges = self.sampler.ranges
+        self._next = next(j % len(ranges) for j in range(i + 1, i + 1 + len(ranges))
+                          if ranges[j % len(ranges)])
 
 
 class _Pass:
     """One evaluation: the batches of one dataset's range of the pool."""
 
-    def __init__(self, pool: EvalPool, start: int, n: int):
-        self.pool, self.start, self.n = pool, start, n
+    def __init__(self, pool: EvalPool, i: int):
+        self.pool, self.i = pool, i
 
     def __len__(self) -> int:
-        return -(-self.n // self.pool.sampler.batch_size)
+        return self.pool.count(self.i)
 
     def __iter__(self) -> Iterator:
-        self.pool.sampler.start, self.pool.sampler.n = self.start, self.n
-        yield from self.pool.loader
+        return self.pool._take(self.i)

@@ -87,3 +87,63 @@ def test_eval_pool_passes_over_each_dataset_with_one_set_of_workers():
     items_c, pids_c = one_pass(c)  # a new dataset: workers restart, holding all three
     assert items_c == list(range(200, 209)) and pids_c != pids_a
     assert one_pass(a)[1] == pids_c and len(pool.sources) == 3
+
+
+class Marked(torch.utils.data.Dataset):
+    """Leaves a file for each item a worker builds, so a test sees what was built ahead."""
+
+    def __init__(self, folder, first: int, n: int = 8):
+        self.folder, self.first, self.n = folder, first, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        (self.folder / str(self.first + i)).touch()
+        return torch.tensor(self.first + i)
+
+
+def _items(pool: EvalPool, source, stop_after: int | None = None) -> list[int]:
+    out = []
+    for k, xs in enumerate(pool.batches(source, source)):
+        if k == stop_after:
+            break  # a caller that stops early
+        out += [int(x) for x in xs]
+    return out
+
+
+def test_eval_pool_builds_the_next_evaluation_while_the_current_one_runs(tmp_path):
+    import time
+
+    a, b = Marked(tmp_path, 0), Marked(tmp_path, 100)
+    pool = EvalPool(4, num_workers=1)
+    pool.add(a, a)
+    pool.add(b, b)
+    assert _items(pool, a) == list(range(8))
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "100").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (tmp_path / "100").exists()  # b's first batch was built before b was asked for
+    assert _items(pool, b) == list(range(100, 108))
+    assert _items(pool, a) == list(range(8))  # round again: a follows b
+
+
+def test_eval_pool_serves_passes_out_of_order_and_after_an_early_stop(tmp_path):
+    a, b, c = Marked(tmp_path, 0), Marked(tmp_path, 100), Marked(tmp_path, 200, n=0)
+    pool = EvalPool(3, num_workers=1)
+    for d in (a, b, c):
+        pool.add(d, d)
+    assert _items(pool, b) == list(range(100, 108))  # not the first: the pass restarts at b
+    assert _items(pool, c) == [] and len(pool.batches(c, c)) == 0  # an empty test set
+    assert _items(pool, b) == list(range(100, 108))  # b again, not a
+    assert _items(pool, a, stop_after=1) == [0, 1, 2]
+    assert _items(pool, a) == list(range(8))  # from its start, after the early stop
+    assert _items(pool, b) == list(range(100, 108))
+    workers = pool.loader._iterator._workers
+    assert len(workers) == 1 and workers[0].is_alive()  # one worker served all of it
+
+
+def test_eval_pool_of_empty_datasets_yields_nothing(tmp_path):
+    empty = Marked(tmp_path, 0, n=0)
+    pool = EvalPool(3, num_workers=1)
+    assert _items(pool, empty) == []
