@@ -12,6 +12,11 @@ Evaluation: the forgetting matrix evaluates every experience after every
 step, and Avalanche builds a new DataLoader, starting all its workers, for
 each. `EvalPool` keeps one set of workers holding every evaluated dataset,
 building the batches of the next evaluation while the current one runs.
+
+Both send a batch's small tensors (scores, rows, task labels) from the worker
+by value: a tensor in shared memory costs the receiving process a socket round
+trip for its file descriptor (about 1 ms on a busy machine), and each batch
+would pay it four times.
 """
 
 from __future__ import annotations
@@ -19,7 +24,62 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Sampler, default_collate
+
+BY_VALUE_BYTES = 1 << 16  # a tensor up to this size crosses from a worker as bytes
+
+
+class _ByValue:
+    """A small tensor as a numpy array: pickled into the worker's message."""
+
+    def __init__(self, array):
+        self.array = array
+
+
+class _SmallByValue:
+    """The workers' collate: the dataset's own, then small tensors wrapped to go by value."""
+
+    def __init__(self, collate):
+        self.collate = collate or default_collate
+
+    def __call__(self, batch: list):
+        return _wrap(self.collate(batch))
+
+
+def _wrap(x):
+    # Only contiguous ones: pickling makes an array contiguous, and a channels-last image
+    # that came back channels-first would take other convolution kernels.
+    if isinstance(x, torch.Tensor) and x.nbytes <= BY_VALUE_BYTES and x.is_contiguous():
+        try:
+            return _ByValue(x.numpy())
+        except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16): shared memory
+            return x
+    if type(x) in (list, tuple):
+        return type(x)(_wrap(v) for v in x)
+    return x
+
+
+def _unwrap(x, pin: bool):
+    if isinstance(x, _ByValue):
+        t = torch.from_numpy(x.array)
+        return t.pin_memory() if pin else t  # as the loader's pinning thread would have
+    if type(x) in (list, tuple):
+        return type(x)(_unwrap(v, pin) for v in x)
+    return x
+
+
+def worker_loader(dataset, batch_sampler: Sampler, collate_fn=None, num_workers: int = 0,
+                  pin_memory: bool = False, **loader_args) -> DataLoader:
+    """A DataLoader whose workers send small tensors by value; read it with `received`."""
+    if num_workers > 0:
+        collate_fn = _SmallByValue(collate_fn)
+    return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn,
+                      num_workers=num_workers, pin_memory=pin_memory, **loader_args)
+
+
+def received(loader: DataLoader, batch):
+    """A batch of `worker_loader` as the dataset's collate made it."""
+    return _unwrap(batch, loader.pin_memory) if loader.num_workers > 0 else batch
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -58,7 +118,7 @@ class EpochLoader:
         self.batches = EpochBatches(len(dataset), batch_size, max(epochs, 1), shuffle,
                                     drop_last, seed)
         loader_args.setdefault("collate_fn", getattr(dataset, "collate_fn", None))
-        self.loader = DataLoader(dataset, batch_sampler=self.batches, **loader_args)
+        self.loader = worker_loader(dataset, self.batches, **loader_args)
         self._batches: Iterator | None = None
 
     def __len__(self) -> int:
@@ -69,10 +129,11 @@ class EpochLoader:
             if self._batches is None:
                 self._batches = iter(self.loader)
             try:
-                yield next(self._batches)
+                batch = next(self._batches)
             except StopIteration:  # more epochs than planned: another pass
                 self._batches = iter(self.loader)
-                yield next(self._batches)
+                batch = next(self._batches)
+            yield received(self.loader, batch)
 
 
 class _Cycle(Sampler[list[int]]):
@@ -131,10 +192,9 @@ class EvalPool:
     def batches(self, source, data) -> _Pass:
         i = self.add(source, data)
         if self.loader is None:
-            self.loader = DataLoader(ConcatDataset(self.datasets), batch_sampler=self.sampler,
-                                     persistent_workers=True,
-                                     collate_fn=getattr(self.datasets[0], "collate_fn", None),
-                                     **self.loader_args)
+            self.loader = worker_loader(ConcatDataset(self.datasets), self.sampler,
+                                        getattr(self.datasets[0], "collate_fn", None),
+                                        persistent_workers=True, **self.loader_args)
         return _Pass(self, i)
 
     def count(self, i: int) -> int:
@@ -150,7 +210,7 @@ class EvalPool:
             self._batches = iter(self.loader)  # persistent workers: only the pass restarts
         self._next = None  # unknown until this range is used up (a caller may stop early)
         for _ in range(n):
-            yield next(self._batches)
+            yield received(self.loader, next(self._batches))
         ranges = self.sampler.ranges
         self._next = next(j % len(ranges) for j in range(i + 1, i + 1 + len(ranges))
                           if ranges[j % len(ranges)])

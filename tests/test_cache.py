@@ -204,4 +204,4 @@ def test_evaluation_uses_one_pool_of_workers_for_every_evaluated_dataset(photos,
     assert kept.keys() == fresh.keys()
     for k in kept:
         for a, b in zip(kept[k], fresh[k], strict=True):
-            assert np.array_equal(np.asarray(a), np.asarray(b))
+            assert np.array_equal(np.asarray(a), np.asarray(b)), (a, b)

@@ -9,7 +9,14 @@ import torch
 from avalanche.core import SupervisedPlugin
 from test_cache import _config, photos  # noqa: F401 (fixture)
 
-from benchmarks.loaders import EpochBatches, EpochLoader, EvalPool
+from benchmarks.loaders import (
+    BY_VALUE_BYTES,
+    EpochBatches,
+    EpochLoader,
+    EvalPool,
+    received,
+    worker_loader,
+)
 from experiments.run import prepare, train_and_evaluate
 
 
@@ -147,3 +154,46 @@ def test_eval_pool_of_empty_datasets_yields_nothing(tmp_path):
     empty = Marked(tmp_path, 0, n=0)
     pool = EvalPool(3, num_workers=1)
     assert _items(pool, empty) == []
+
+
+class Mixed(torch.utils.data.Dataset):
+    """An image large enough for shared memory, small fields, a nested pair, a bfloat16."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        image = torch.full((3, 100, 100), i, dtype=torch.uint8)
+        return image, torch.tensor(i / 8), (torch.tensor(i), torch.tensor(float(i)).bfloat16())
+
+
+def test_worker_batches_arrive_as_the_collate_made_them():
+    sampler = EpochBatches(8, 4, epochs=1, shuffle=False)
+    plain = list(worker_loader(Mixed(), sampler))
+    loader = worker_loader(Mixed(), sampler, num_workers=1)
+    sent = [received(loader, b) for b in loader]
+    assert plain[0][0].nbytes > BY_VALUE_BYTES  # the image takes the shared-memory path
+
+    def flat(batch) -> list:
+        return [t for part in batch for t in (part if isinstance(part, list | tuple) else [part])]
+
+    for a, b in zip(plain, sent, strict=True):
+        assert [type(t) for t in b] == [type(t) for t in a]  # the nested pair stays a list
+        for x, y in zip(flat(a), flat(b), strict=True):
+            assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and torch.equal(x, y)
+
+
+def test_small_channels_last_batches_keep_their_layout():
+    from benchmarks.cache import collate_images
+
+    class Thumbs(torch.utils.data.Dataset):  # small enough to go by value
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int):
+            return torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), torch.tensor(0.5)
+
+    sampler = EpochBatches(4, 4, epochs=1, shuffle=False)
+    loader = worker_loader(Thumbs(), sampler, collate_images, num_workers=1)
+    (x, y), = [received(loader, b) for b in loader]
+    assert x.nbytes < BY_VALUE_BYTES and x.is_contiguous(memory_format=torch.channels_last)
