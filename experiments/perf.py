@@ -503,6 +503,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
     bench.trainer.evaluate(test)  # warm
     n_test = len(test[0].dataset)
     ours_eval = n_test / best(lambda: bench.trainer.evaluate(test), 3)
+    eval_loader_alone = _eval_loader_rate(bench, test[0], dev)
     nvjpeg, _ = train_rate(trainer("data.cache=false", "data.decode=gpu")[0])
 
     model = build_model("resnet18").to(dev).to(memory_format=torch.channels_last)
@@ -556,6 +557,10 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
             Row("ResNet18 bf16 evaluation: `iqacl run` from the image cache vs bare PyTorch on "
                 "synthetic on-device tensors", ours_eval, bare_eval, "images/s", 0.8,
                 note=f"{n_test} images, {setting}, best of 3"),
+            Row("the evaluation loader alone (the run's worker pool, no model) vs bare PyTorch's "
+                "evaluation rate", eval_loader_alone, bare_eval, "images/s", None,
+                note=f"{n_test} images, {setting}, best of 3: what evaluation could reach if "
+                     "the model cost nothing"),
             Row("ResNet18 bf16 training with nvJPEG (`data.decode=gpu`, no cache) vs bare "
                 "PyTorch", nvjpeg, bare_train, "images/s", None,
                 note=f"{n} images, {setting}, median of epochs 3-{epochs}"),
@@ -582,6 +587,18 @@ def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
         _sync(dev)
     one_epoch()  # workers start
     return len(data) / best(one_epoch, 2)
+
+
+def _eval_loader_rate(bench, exp, dev: torch.device) -> float:
+    """Images/s of passes over `exp` from the run's own evaluation pool, copied to the device."""
+    (pool,) = bench.trainer.strategy.eval_pools.values()
+
+    def one_pass() -> None:
+        for x, *_ in pool.batches(exp.dataset, exp.dataset.eval()):
+            x.to(dev, non_blocking=True)
+        _sync(dev)
+    one_pass()
+    return len(exp.dataset) / best(one_pass, 3)
 
 
 def _epoch_timer(dev: torch.device):

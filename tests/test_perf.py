@@ -37,3 +37,20 @@ def test_rows_judge_ratios_and_absolute_bounds():
     assert Row("b", 6.0, 1.0, "x/s", 5.0, bound=8.0).passed is True
     assert "out of reach here (bound 2.00×)" in table([Row("b", 1.0, 1.0, "x/s", 5.0,
                                                           bound=2.0)])[-1]
+
+
+def test_gpu_script_runs_on_the_cpu_at_tiny_sizes(tmp_path):
+    # A device session is short: the script it runs is checked here first.
+    out = tmp_path / "gpu.json"
+    assert main(["--gpu", "--tiny", "--json", str(out), "--work", str(tmp_path)]) == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["commit"]
+    rows = {r["what"].split(":")[0]: r for r in result["rows"]}
+    assert list(rows) == ["ResNet18 bf16 training", "the training loader alone (the image cache, "
+                          "no model) vs bare PyTorch's training rate", "ResNet18 bf16 evaluation",
+                          "the evaluation loader alone (the run's worker pool, no model) vs bare "
+                          "PyTorch's evaluation rate", "ResNet18 bf16 training with nvJPEG "
+                          "(`data.decode=gpu`, no cache) vs bare PyTorch",
+                          "EWC per-sample importance on the GPU, ResNet18"]
+    assert all(r["figure"] > 0 and r["baseline"] > 0 for r in result["rows"])
+    assert [r["target"] for r in result["rows"]] == [0.8, None, 0.8, None, None, 5.0]
