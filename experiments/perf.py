@@ -213,10 +213,8 @@ def loop_rows(root: Path, cache_dir: Path, size: int) -> list[Row]:
                                    eval_rounds)
     n_train, n_test = len(train_ds) * epochs, len(test_ds)
     note = (f"mobilenet_v2 at {size} px, batch {bs}, CPU, best of {train_rounds} (training) and "
-            f"{eval_rounds} "
-            "(evaluation) timed in turns, "
-            f"same collate (channels-last); {n_train // epochs} images, evaluated with the "
-            "eval transforms")
+            f"{eval_rounds} (evaluation) timed in turns, same collate (channels-last); "
+            f"{n_train // epochs} images, evaluated with the eval transforms")
     return [
         Row("training loop: `iqacl run` (Avalanche) vs bare PyTorch", n_train / av_train,
             n_train / bare_t, "images/s", 0.95, note=note),
@@ -586,12 +584,8 @@ def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
     loader = EpochLoader(data, epochs=3, batch_size=batch, num_workers=workers,
                          pin_memory=dev.type == "cuda")
 
-    def one_epoch() -> None:
-        for x, *_ in loader:
-            x.to(dev, non_blocking=True)
-        _sync(dev)
-    one_epoch()  # workers start
-    return len(data) / best(one_epoch, 2)
+    _to_device(loader, dev)  # workers start
+    return len(data) / best(lambda: _to_device(loader, dev), 2)
 
 
 def _eval_loader_rate(bench, exp, dev: torch.device) -> float:
@@ -599,11 +593,16 @@ def _eval_loader_rate(bench, exp, dev: torch.device) -> float:
     (pool,) = bench.trainer.strategy.eval_pools.values()
 
     def one_pass() -> None:
-        for x, *_ in pool.batches(exp.dataset, exp.dataset.eval()):
-            x.to(dev, non_blocking=True)
-        _sync(dev)
+        _to_device(pool.batches(exp.dataset, exp.dataset.eval()), dev)
     one_pass()
     return len(exp.dataset) / best(one_pass, 3)
+
+
+def _to_device(batches, dev: torch.device) -> None:
+    """Each batch's images copied to the device, as a loop would before its forward."""
+    for x, *_ in batches:
+        x.to(dev, non_blocking=True)
+    _sync(dev)
 
 
 def _epoch_timer(dev: torch.device):
@@ -659,6 +658,9 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+CODE = ("benchmarks", "models", "strategies", "experiments")  # what the GPU rows measured
+
+
 def _gpu_age(commit: str | None) -> str:
     """Which code the GPU rows measured: they are only redone when a GPU is lent."""
     if not commit:
@@ -669,9 +671,6 @@ def _gpu_age(commit: str | None) -> str:
     return (f"Measured at commit `{commit}`; {since} commits have changed the code since "
             f"(`git log {commit}..HEAD -- {' '.join(CODE)}`), so these rows are not yet "
             "re-measured for them.")
-
-
-CODE = ("benchmarks", "models", "strategies", "experiments")
 
 
 def render(rows: list[Row], gpu: dict | None, meta: dict,
@@ -713,8 +712,8 @@ NOTES = [
     "- **Training / evaluation loop**: `iqacl run`'s `Trainer` (Avalanche's template with the "
     "suite's metrics, recorders and loss logging) against a hand-written loop with the same "
     "model, data, batch size, transforms and optimiser, best passes timed in turns. "
-    "Per-minibatch work is kept "
-    "on the device: metrics and the epoch loss are read once per experience or epoch.",
+    "Per-minibatch work is kept on the device: metrics and the epoch loss are read once per "
+    "experience or epoch.",
     "- **Frozen backbone**: `model.freeze_backbone=true` (linear probe). With "
     "`model.cache_features=true` the backbone runs once per image and the head's epochs and "
     "the forgetting matrix reuse the features; the ratio grows with the number of epochs.",
