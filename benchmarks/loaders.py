@@ -154,6 +154,11 @@ class _Cycle(Sampler[list[int]]):
                 yield list(range(b, min(b + self.batch_size, r.stop)))
             i = (i + 1) % len(self.ranges)
 
+    def after(self, i: int) -> int:
+        """The range whose batches follow range i's (empty ones yield none)."""
+        n = len(self.ranges)
+        return next(j % n for j in range(i + 1, i + 1 + n) if self.ranges[j % n])
+
 
 class EvalPool:
     """One set of persistent workers for every evaluated dataset, kept one step ahead.
@@ -211,9 +216,7 @@ class EvalPool:
         self._next = None  # unknown until this range is used up (a caller may stop early)
         for _ in range(n):
             yield received(self.loader, next(self._batches))
-        ranges = self.sampler.ranges
-        self._next = next(j % len(ranges) for j in range(i + 1, i + 1 + len(ranges))
-                          if ranges[j % len(ranges)])
+        self._next = self.sampler.after(i)
 
 
 class _Pass:
