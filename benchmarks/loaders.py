@@ -230,3 +230,32 @@ class _Pass:
 
     def __iter__(self) -> Iterator:
         return self.pool._take(self.i)
+
+
+class ImagesAhead:
+    """A loader whose images are copied to the GPU on a side stream.
+
+    Avalanche copies each minibatch on the compute stream, where the copy of batch k+1
+    waits for batch k's kernels to finish: at ResNet18's bf16 inference rate a 256-image
+    uint8 batch (38.5 MB) takes roughly 1 ms to copy against 7.5 ms of compute: 10-15%
+    of an evaluation. On a side stream the copy runs while batch k still computes (the loop
+    queues work ahead of the GPU). Only the images go this way: the small tensors stay
+    on the CPU, where the unreadable-target check reads them without a device sync.
+    """
+
+    def __init__(self, batches, stream: torch.cuda.Stream):
+        self.batches, self.stream = batches, stream
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator:
+        device = self.stream.device
+        compute = torch.cuda.current_stream(device)
+        for x, *rest in self.batches:
+            if isinstance(x, torch.Tensor) and x.device.type == "cpu":
+                with torch.cuda.stream(self.stream):
+                    x = x.to(device, non_blocking=True)
+                compute.wait_stream(self.stream)
+                x.record_stream(compute)  # its memory is reused only after the compute ran
+            yield [x, *rest]

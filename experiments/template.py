@@ -11,6 +11,9 @@
 - Evaluation uses one pool of workers for every evaluated dataset
   (`benchmarks.loaders.EvalPool`): Avalanche would build a new DataLoader,
   starting all its workers, for each experience at each evaluation.
+- On CUDA the images of each minibatch are copied on a side stream
+  (`benchmarks.loaders.ImagesAhead`), overlapping the previous minibatch's
+  compute; Avalanche copies on the compute stream, after it.
 - Per evaluation call, Avalanche walks the model twice (restoring each
   module's train flag with the recursive `train()`, and `model.to(device)`);
   here flags are set directly and the model is only moved when it is not on
@@ -19,7 +22,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from avalanche.benchmarks import OnlineCLExperience
@@ -27,7 +31,7 @@ from avalanche.models.utils import avalanche_model_adaptation
 from avalanche.training.templates import SupervisedTemplate
 
 from benchmarks.gpu_decode import JpegDecoder
-from benchmarks.loaders import EpochLoader, EvalPool
+from benchmarks.loaders import EpochLoader, EvalPool, ImagesAhead
 from benchmarks.metric_plugins import unreadable_rows
 
 
@@ -41,6 +45,9 @@ class IQATemplate(SupervisedTemplate):
         self.eval_pools: dict[tuple, EvalPool] = {}  # by batch size, workers, pinning
         if self.amp:
             self.model.to(memory_format=torch.channels_last)
+        # Encoded files (nvJPEG) are decoded on the device from the CPU batch: nothing to copy.
+        self.copy_ahead = self.device.type == "cuda" and decoder is None
+        self._copy_stream: torch.cuda.Stream | None = None
 
     def _load_train_state(self, prev_state: dict) -> None:
         """Avalanche's restore after an evaluation, with each module's train/eval flag set
@@ -89,6 +96,30 @@ class IQATemplate(SupervisedTemplate):
             for exp in (exp_list if isinstance(exp_list, Iterable) else [exp_list]):
                 pool.add(exp.dataset, exp.dataset.eval())
         return super().eval(exp_list, **kwargs)
+
+    def training_epoch(self, **kwargs):
+        with self._images_ahead():
+            return super().training_epoch(**kwargs)
+
+    def eval_epoch(self, **kwargs):
+        with self._images_ahead():
+            return super().eval_epoch(**kwargs)
+
+    @contextmanager
+    def _images_ahead(self) -> Iterator[None]:
+        """`self.dataloader` with its images copied on a side stream, for one epoch. Wrapped
+        here rather than where it is made, so loaders that plugins swap in (replay) count."""
+        if not self.copy_ahead:
+            yield
+            return
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        loader = self.dataloader
+        self.dataloader = ImagesAhead(loader, self._copy_stream)
+        try:
+            yield
+        finally:
+            self.dataloader = loader
 
     def make_eval_dataloader(self, **kwargs) -> None:
         pool = self._eval_pool(**kwargs)

@@ -197,3 +197,48 @@ def test_small_channels_last_batches_keep_their_layout():
     loader = worker_loader(Thumbs(), sampler, collate_images, num_workers=1)
     (x, y), = [received(loader, b) for b in loader]
     assert x.nbytes < BY_VALUE_BYTES and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_every_epoch_loader_goes_through_the_side_stream_copy_on_cuda(photos, tmp_path,  # noqa: F811
+                                                                     monkeypatch):
+    """On CUDA each epoch's loader, also one a plugin swapped in (replay), is wrapped for the
+    epoch only. CPU here: the wrapper is replaced by one that records what it wrapped."""
+    import experiments.template as template
+
+    wrapped: list[str] = []
+
+    class Recording:
+        def __init__(self, batches, stream):
+            wrapped.append(type(batches).__name__)
+            self.batches = batches
+
+        def __len__(self) -> int:
+            return len(self.batches)
+
+        def __iter__(self):
+            return iter(self.batches)
+
+    class After(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.loaders = []
+
+        def after_training_epoch(self, strategy, **kwargs):
+            self.loaders.append(type(strategy.dataloader).__name__)
+
+    monkeypatch.setattr(template, "ImagesAhead", Recording)
+    monkeypatch.setattr(template.torch.cuda, "Stream", lambda device: object())
+    bench = prepare(_config(photos, "model.pretrained=false", "eval.validation=false",
+                            "strategy.name=replay", "strategy.mem_size=8"))
+    after = After()
+    bench.trainer.strategy.plugins.append(after)
+    bench.trainer.strategy.copy_ahead = True
+    train_and_evaluate(bench)
+    # 2 experiences x 2 epochs; Avalanche's ReplayPlugin swaps in its own loader for the
+    # second experience. The stream's 2 test experiences are evaluated after each.
+    # Before training, and after each of the 2 experiences: the stream's 2 test experiences.
+    # Training: 2 epochs each; Avalanche's ReplayPlugin swaps in its own loader for the second.
+    evals = ["SingleDatasetDataLoader"] * 2
+    assert wrapped == [*evals, *["TaskBalancedDataLoader"] * 2, *evals,
+                       *["ReplayDataLoader"] * 2, *evals]
+    assert after.loaders == ["TaskBalancedDataLoader"] * 2 + ["ReplayDataLoader"] * 2  # restored
