@@ -2,6 +2,11 @@
 
 MSE pins the scale; the ranking term cares only about order, which is what
 SRCC measures (seed prototype: weight 0.1, margin 0.1).
+
+Both are written as masked sums, with no branch on a tensor's value and no
+boolean indexing: either would make the CPU wait for the GPU at every
+minibatch (training and evaluation alike, as Avalanche computes the loss in
+both), so the loop could no longer queue the next minibatch ahead.
 """
 
 from __future__ import annotations
@@ -10,15 +15,16 @@ import torch
 from torch import nn
 
 
-def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor,
-                          margin: float = 0.1) -> torch.Tensor:
-    """Mean hinge max(0, margin - (p_i - p_j)) over pairs with target_i > target_j."""
-    diff_t = target.unsqueeze(1) - target.unsqueeze(0)
-    diff_p = pred.unsqueeze(1) - pred.unsqueeze(0)
-    ordered = diff_t > 0
-    if not ordered.any():
-        return pred.sum() * 0.0
-    return torch.relu(margin - diff_p[ordered]).mean()
+def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.1,
+                          known: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean hinge max(0, margin - (p_i - p_j)) over pairs with target_i > target_j
+    (both known, where `known` is given); 0 when there is no such pair."""
+    ordered = (target.unsqueeze(1) - target.unsqueeze(0)) > 0
+    if known is not None:
+        ordered = ordered & known.unsqueeze(1) & known.unsqueeze(0)
+    hinge = torch.relu(margin - (pred.unsqueeze(1) - pred.unsqueeze(0)))
+    ordered = ordered.to(pred.dtype)
+    return (hinge * ordered).sum() / ordered.sum().clamp(min=1)
 
 
 class IQALoss(nn.Module):
@@ -30,11 +36,10 @@ class IQALoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.to(pred.dtype).reshape(pred.shape)
         known = ~torch.isnan(target)  # NaN: an image that could not be read
-        if not known.all():
-            if not known.any():
-                return pred.sum() * 0.0
-            pred, target = pred[known], target[known]
-        loss = nn.functional.mse_loss(pred, target)
+        target = torch.where(known, target, 0.0)  # finite, so 0 x its error stays 0
+        weight = known.to(pred.dtype)
+        loss = (weight * (pred - target) ** 2).sum() / weight.sum().clamp(min=1)
         if self.ranking_weight:
-            loss = loss + self.ranking_weight * pairwise_ranking_loss(pred, target, self.margin)
+            loss = loss + self.ranking_weight * pairwise_ranking_loss(pred, target, self.margin,
+                                                                      known)
         return loss

@@ -126,3 +126,22 @@ def test_iqa_loss_is_mse_plus_weighted_ranking():
     rank = pairwise_ranking_loss(pred, target, 0.1)
     assert IQALoss(0.1, 0.1)(pred, target).item() == pytest.approx((mse + 0.1 * rank).item())
     assert IQALoss(0.0)(pred, target).item() == pytest.approx(mse.item())
+
+
+def test_iqa_loss_skips_unreadable_rows_and_never_reads_a_value_back():
+    torch.manual_seed(0)
+    pred, target = torch.randn(12, requires_grad=True), torch.randn(12)
+    target[[2, 7]] = float("nan")  # two images that could not be read
+    keep = ~torch.isnan(target)
+    loss = IQALoss(0.1, 0.1)(pred, target)
+    alone = IQALoss(0.1, 0.1)(pred[keep], target[keep])  # the readable rows only
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, pred)
+    assert grad[[2, 7]].abs().max() == 0 and grad[keep].abs().min() > 0
+    nothing = IQALoss(0.1, 0.1)(pred, torch.full((12,), float("nan")))
+    assert nothing.item() == 0 and torch.autograd.grad(nothing, pred)[0].abs().max() == 0
+    # Tensors without data (meta device): an `if` on a value or a boolean mask would raise
+    # here, as it would make the CPU wait for the GPU at every minibatch there.
+    meta = torch.empty(256, device="meta", requires_grad=True)
+    IQALoss(0.1, 0.1)(meta, torch.empty(256, device="meta")).backward()
+    assert meta.grad.shape == (256,)
