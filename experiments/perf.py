@@ -728,7 +728,8 @@ NOTES = [
     "suite's metrics, recorders and loss logging) against a hand-written loop with the same "
     "model, data, batch size, transforms and optimiser, best passes timed in turns. "
     "Per-minibatch work is kept on the device: metrics and the epoch loss are read once per "
-    "experience or epoch.",
+    "experience or epoch, and the loss never reads a value back, so the loop queues the next "
+    "minibatch while the GPU computes; on CUDA its images are copied on a side stream.",
     "- **Frozen backbone**: `model.freeze_backbone=true` (linear probe). With "
     "`model.cache_features=true` the backbone runs once per image and the head's epochs and "
     "the forgetting matrix reuse the features; the ratio grows with the number of epochs.",
