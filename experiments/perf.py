@@ -517,6 +517,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
                                                                   strict=True))
     t_ahead, t_same = side_by_side(evaluate(True), evaluate(False), 3)
     ours_eval, same_stream_eval = n_test / t_ahead, n_test / t_same
+    strategy.copy_ahead = dev.type == "cuda"  # the run's own setting again
     eval_loader_alone = _eval_loader_rate(bench, test[0], dev)
     nvjpeg, _ = train_rate(trainer("data.cache=false", "data.decode=gpu")[0])
 
