@@ -20,7 +20,7 @@ from experiments.run import prepare, train_and_evaluate
 from strategies import STRATEGIES, make_strategy
 from strategies.l2 import L2Plugin
 from strategies.packnet import FREE, PackNetModel
-from strategies.regularization import EWC
+from strategies.regularization import EWC, MAS
 
 DEMO = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"
 
@@ -131,6 +131,24 @@ def test_ewc_penalty_zero_first_then_grows_with_distance():
     other = EWC(ewc_lambda=1.0)
     other.load_state_dict(state)
     assert torch.equal(other.importances[0]["weight"].data, plugin.importances[0]["weight"].data)
+
+
+def test_mas_penalty_applies_to_a_minibatch_whose_loss_is_zero():
+    # All images of a minibatch unreadable: the loss is exactly 0. Avalanche's MAS stops the
+    # run there ("Loss is not available"); the penalty must still be added.
+    model = torch.nn.Linear(3, 1)
+    plugin = MAS(lambda_reg=2.0)
+    s = fake_strategy(model, 0.0, exp=0)
+    plugin.before_backward(s)
+    assert s.loss.item() == 0.0  # first experience: nothing to hold on to
+    plugin.params = {n: ParamData(n, init_tensor=p.detach() - 0.1)
+                     for n, p in model.named_parameters()}
+    plugin.importance = {n: ParamData(n, init_tensor=torch.ones_like(p))
+                         for n, p in model.named_parameters()}
+    s = fake_strategy(model, 0.0, exp=1)
+    plugin.before_backward(s)
+    n = sum(p.numel() for p in model.parameters())
+    assert s.loss.item() == pytest.approx(2.0 * n * 0.01, rel=1e-5)
 
 
 def test_packnet_old_task_predictions_bit_identical_and_masks_disjoint(tiny_demo):
