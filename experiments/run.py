@@ -201,6 +201,13 @@ def prepare(config: dict, out: Path | None = None) -> Benchmark:
                         "cannot take JPEG bytes; with it use data.decode=cpu (data.cache=true "
                         "is the fast path)")
     stream = stream_from_config(config)
+    batch, n = config["train"]["batch_size"], len(stream.experiences)
+    if batch < n and (spec.protocol == "joint" or any(getattr(p, "mixes_experiences", False)
+                                                      for p in parts.plugins)):
+        raise UserError(f"train.batch_size = {batch}: strategy '{spec.name}' trains on the "
+                        f"stream's {n} experiences at once, and each minibatch takes images "
+                        f"from every one (Avalanche's task-balanced loader); use "
+                        f"train.batch_size={n} or more")
     model = model_from_config(config)
     if parts.wrap_model is not None:
         model = parts.wrap_model(model)

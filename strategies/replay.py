@@ -92,6 +92,8 @@ def replay(mem_size: int = 200) -> StrategyParts:
 class CumulativePlugin(SupervisedPlugin):
     """Train each step on the union of all training data seen so far."""
 
+    mixes_experiences = True  # minibatches draw from every experience seen: batch >= their number
+
     def __init__(self) -> None:
         super().__init__()
         self.seen = None

@@ -300,3 +300,17 @@ def test_model_adaptation_moves_the_model_only_when_a_tensor_is_elsewhere(tiny_d
     assert _all_on(model, torch.device("cpu"))
     model.register_buffer("elsewhere", torch.zeros(1, device="meta"))
     assert not _all_on(model, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["cumulative", "joint"])
+def test_strategies_that_mix_experiences_need_a_minibatch_per_experience(name, tiny_demo,
+                                                                         tmp_path):
+    # Avalanche's task-balanced loader would fail with a bare AssertionError mid-run.
+    from benchmarks.errors import UserError
+    from experiments.run import run
+
+    config = tiny_config(tiny_demo, f"strategy.name={name}", "train.batch_size=1")
+    with pytest.raises(UserError, match=rf"train.batch_size = 1: strategy '{name}' trains on "
+                                        r"the stream's 2 experiences .* train.batch_size=2"):
+        run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # stopped before anything was written
