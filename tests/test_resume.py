@@ -72,14 +72,20 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_demo, tmp_path):
         load_checkpoint(path, config)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A test run started in the background (`nohup ... &`) ignores SIGINT, and a child would
+    # inherit that and never see the Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny_demo, tmp_path):
     out = tmp_path / "run"
     exe = Path(sys.executable).with_name("iqacl")
     proc = subprocess.run([str(exe), "run", str(DEMO), "--out", str(out),
                            *overrides(tiny_demo, "naive")],
                           env={**os.environ, "IQACL_KILL_AT": "1:2:INT"},
-                          capture_output=True, text=True)
-    assert proc.returncode == 130
+                          capture_output=True, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
+    assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"iqacl: interrupted; finished experiences are kept in {out}/checkpoints. "
         f"Resume with the same command plus: --out {out} --resume")
