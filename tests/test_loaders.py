@@ -53,24 +53,30 @@ def test_one_worker_pass_serves_every_epoch_and_more_if_asked():
     assert len({pid for e in epochs[:2] for _, pid in e}) == 1
 
 
+class LoaderNames(SupervisedPlugin):
+    """The type of `strategy.dataloader` as each training epoch starts and as it ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.before, self.after = [], []
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.before.append(type(strategy.dataloader).__name__)
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.after.append(type(strategy.dataloader).__name__)
+
+
 def test_training_with_workers_uses_one_pass_and_is_reproducible(photos, tmp_path):  # noqa: F811
-    class Seen(SupervisedPlugin):
-        def __init__(self):
-            super().__init__()
-            self.loaders = []
-
-        def before_training_epoch(self, strategy, **kwargs):
-            self.loaders.append(type(strategy.dataloader).__name__)
-
     matrices = []
     for _ in range(2):
         bench = prepare(_config(photos, "data.cache=true", "data.num_workers=1",
                                 f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false",
                                 "eval.validation=false", "train.epochs=3"))
-        seen = Seen()
+        seen = LoaderNames()
         bench.trainer.strategy.plugins.append(seen)
         test, _ = train_and_evaluate(bench)
-        assert seen.loaders == ["EpochLoader"] * 6  # 2 experiences x 3 epochs
+        assert seen.before == ["EpochLoader"] * 6  # 2 experiences x 3 epochs
         matrices.append(test.matrix("srcc", "none"))
     assert np.isfinite(matrices[0]).all()
     assert np.array_equal(matrices[0], matrices[1])
@@ -218,27 +224,17 @@ def test_every_epoch_loader_goes_through_the_side_stream_copy_on_cuda(photos, tm
         def __iter__(self):
             return iter(self.batches)
 
-    class After(SupervisedPlugin):
-        def __init__(self):
-            super().__init__()
-            self.loaders = []
-
-        def after_training_epoch(self, strategy, **kwargs):
-            self.loaders.append(type(strategy.dataloader).__name__)
-
     monkeypatch.setattr(template, "ImagesAhead", Recording)
     monkeypatch.setattr(template.torch.cuda, "Stream", lambda device: object())
     bench = prepare(_config(photos, "model.pretrained=false", "eval.validation=false",
                             "strategy.name=replay", "strategy.mem_size=8"))
-    after = After()
-    bench.trainer.strategy.plugins.append(after)
+    seen = LoaderNames()
+    bench.trainer.strategy.plugins.append(seen)
     bench.trainer.strategy.copy_ahead = True
     train_and_evaluate(bench)
-    # 2 experiences x 2 epochs; Avalanche's ReplayPlugin swaps in its own loader for the
-    # second experience. The stream's 2 test experiences are evaluated after each.
     # Before training, and after each of the 2 experiences: the stream's 2 test experiences.
     # Training: 2 epochs each; Avalanche's ReplayPlugin swaps in its own loader for the second.
     evals = ["SingleDatasetDataLoader"] * 2
     assert wrapped == [*evals, *["TaskBalancedDataLoader"] * 2, *evals,
                        *["ReplayDataLoader"] * 2, *evals]
-    assert after.loaders == ["TaskBalancedDataLoader"] * 2 + ["ReplayDataLoader"] * 2  # restored
+    assert seen.after == ["TaskBalancedDataLoader"] * 2 + ["ReplayDataLoader"] * 2  # restored
