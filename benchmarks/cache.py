@@ -206,18 +206,18 @@ class CachedImages(torch.utils.data.Dataset):
 BLANK = torch.zeros(3, 8, 8, dtype=torch.uint8)
 
 
-def collate_images(batch: list) -> list:
+def collate_images(batch: list, out: torch.Tensor | None = None) -> list:
     """Stack uint8 (3, H, W) images as an (N, 3, H, W) channels-last batch.
 
     The cached images and their crops are laid out height x width x channel, so
     stacking them channels-last is a plain copy (a channels-first stack costs a
     transpose per image); convolutions take channels-last directly. In a
     DataLoader worker the batch goes straight into shared memory, as
-    `default_collate` does.
+    `default_collate` does; or into `out` (N, H, W, 3), a slot of a
+    `benchmarks.loaders.PinnedRing`.
     """
     images = [item[0].permute(1, 2, 0) for item in batch]
-    out = None
-    if torch.utils.data.get_worker_info() is not None:
+    if out is None and torch.utils.data.get_worker_info() is not None:
         numel = sum(x.numel() for x in images)
         storage = images[0]._typed_storage()._new_shared(numel, device=images[0].device)
         out = images[0].new(storage).resize_(len(images), *images[0].shape)

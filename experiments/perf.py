@@ -500,25 +500,40 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
         return len(exp.dataset) / float(np.median(steady)), len(exp.dataset)
 
     bench, fill_s = trainer()
+    strategy = bench.trainer.strategy
+    # The run's own setting: a pinned ring on CUDA (forced on the CPU, so --tiny runs it too).
+    ring = None if dev.type == "cuda" else True
+    strategy.pinned_ring = ring
     ours, n = train_rate(bench)
+    strategy.pinned_ring = False
+    plain_train, _ = train_rate(bench)
+    strategy.pinned_ring = ring
     loader_alone = _loader_rate(bench, batch, workers, dev)
     test = bench.stream.benchmark.test_stream
     n_test = len(test[0].dataset)
-    strategy = bench.trainer.strategy
+    # Each timing runs evaluations back to back for more batches than a pool builds ahead
+    # (2 per worker) while it waits: what a long test set (AVA's 20k images) sustains.
+    passes = -(-4 * workers * batch // n_test) if dev.type == "cuda" else 1
+    evaluated = f"{n_test} images x {passes} evaluations back to back"
 
-    def evaluate(ahead: bool) -> Callable[[], dict]:
+    def evaluate(ahead: bool = True, pinned_ring: bool | None = ring) -> Callable[[], dict]:
         def go() -> dict:  # images copied on a side stream (the run's way) or Avalanche's
             strategy.copy_ahead = ahead and dev.type == "cuda"
-            return bench.trainer.evaluate(test)
+            strategy.pinned_ring = pinned_ring
+            return [bench.trainer.evaluate(test) for _ in range(passes)][-1]
         return go
 
-    ahead, same = evaluate(True)(), evaluate(False)()  # also warms both
-    identical = all(np.array_equal(a[2], b[2]) for a, b in zip(ahead.values(), same.values(),
-                                                                  strict=True))
-    t_ahead, t_same = side_by_side(evaluate(True), evaluate(False), 3)
-    ours_eval, same_stream_eval = n_test / t_ahead, n_test / t_same
-    strategy.copy_ahead = dev.type == "cuda"  # the run's own setting again
-    eval_loader_alone = _eval_loader_rate(bench, test[0], dev)
+    def same(a: dict, b: dict) -> bool:
+        return all(np.array_equal(x[2], y[2]) for x, y in zip(a.values(), b.values(), strict=True))
+
+    # Each also warms up (the plain ring-less path gets a pool of its own).
+    runs = evaluate()(), evaluate(ahead=False)(), evaluate(pinned_ring=False)()
+    t_ahead, t_same = side_by_side(evaluate(), evaluate(ahead=False), 3)
+    t_ring, t_plain = side_by_side(evaluate(), evaluate(pinned_ring=False), 3)
+    ours_eval, same_stream_eval = n_test * passes / t_ahead, n_test * passes / t_same
+    ring_eval, plain_eval = n_test * passes / t_ring, n_test * passes / t_plain
+    strategy.copy_ahead, strategy.pinned_ring = dev.type == "cuda", ring  # the run's own again
+    eval_loader_alone = _eval_loader_rate(bench, test[0], dev, passes)
     nvjpeg, _ = train_rate(trainer("data.cache=false", "data.decode=gpu")[0])
 
     model = build_model("resnet18").to(dev).to(memory_format=torch.channels_last)
@@ -571,15 +586,22 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
                      "nothing"),
             Row("ResNet18 bf16 evaluation: `iqacl run` from the image cache vs bare PyTorch on "
                 "synthetic on-device tensors", ours_eval, bare_eval, "images/s", 0.8,
-                note=f"{n_test} images, {setting}, best of 3 timed in turns"),
+                note=f"{evaluated}, {setting}, best of 3 timed in turns"),
             Row("the evaluation loader alone (the run's worker pool, no model) vs bare PyTorch's "
                 "evaluation rate", eval_loader_alone, bare_eval, "images/s", None,
-                note=f"{n_test} images, {setting}, best of 3: what evaluation could reach if "
+                note=f"{evaluated}, {setting}, best of 3: what evaluation could reach if "
                      "the model cost nothing"),
             Row("evaluation with each batch's images copied on a side stream vs on the "
                 "compute stream (Avalanche's)", ours_eval, same_stream_eval, "images/s", None,
-                note=f"{n_test} images, {setting}, best of 3 timed in turns; predictions "
-                     f"{'identical' if identical else 'DIFFER'}"),
+                note=f"{evaluated}, {setting}, best of 3 timed in turns; predictions "
+                     f"{_identical(same(runs[0], runs[1]))}"),
+            Row("training with the workers' images written into a pinned ring vs sent as new "
+                "shared memory and pinned by the loader (PyTorch's way)", ours, plain_train,
+                "images/s", None, note=f"{n} images, {setting}, median of epochs 3-{epochs}"),
+            Row("evaluation with the workers' images written into a pinned ring vs sent as new "
+                "shared memory and pinned by the loader (PyTorch's way)", ring_eval, plain_eval,
+                "images/s", None, note=f"{evaluated}, {setting}, best of 3 timed in turns; "
+                                       f"predictions {_identical(same(runs[0], runs[2]))}"),
             Row("ResNet18 bf16 training with nvJPEG (`data.decode=gpu`, no cache) vs bare "
                 "PyTorch", nvjpeg, bare_train, "images/s", None,
                 note=f"{n} images, {setting}, median of epochs 3-{epochs}"),
@@ -591,6 +613,10 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
     }
 
 
+def _identical(same: bool) -> str:
+    return "identical" if same else "DIFFER"
+
+
 def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
     """Images/s out of the run's kind of training loader (same dataset, collate, workers,
     pinned memory, epochs in one pass), copied to the device: the data path's ceiling."""
@@ -598,20 +624,24 @@ def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
 
     data = bench.stream.benchmark.train_stream[0].dataset.train()
     loader = EpochLoader(data, epochs=3, batch_size=batch, num_workers=workers,
-                         pin_memory=dev.type == "cuda")
+                         pin_memory=dev.type == "cuda", device=dev,
+                         ring=bench.trainer.strategy.pinned_ring)
 
     _to_device(loader, dev)  # workers start
     return len(data) / best(lambda: _to_device(loader, dev), 2)
 
 
-def _eval_loader_rate(bench, exp, dev: torch.device) -> float:
-    """Images/s of passes over `exp` from the run's own evaluation pool, copied to the device."""
-    (pool,) = bench.trainer.strategy.eval_pools.values()
+def _eval_loader_rate(bench, exp, dev: torch.device, passes: int) -> float:
+    """Images/s of passes over `exp` from the run's own evaluation pool, copied to the device
+    (`passes` back to back per timing)."""
+    strategy = bench.trainer.strategy
+    (pool,) = [p for key, p in strategy.eval_pools.items() if ("ring", strategy.pinned_ring) in key]
 
     def one_pass() -> None:
-        _to_device(pool.batches(exp.dataset, exp.dataset.eval()), dev)
+        for _ in range(passes):
+            _to_device(pool.batches(exp.dataset, exp.dataset.eval()), dev)
     one_pass()
-    return len(exp.dataset) / best(one_pass, 3)
+    return len(exp.dataset) * passes / best(one_pass, 3)
 
 
 def _to_device(batches, dev: torch.device) -> None:

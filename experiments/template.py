@@ -48,6 +48,8 @@ class IQATemplate(SupervisedTemplate):
         # Encoded files (nvJPEG) are decoded on the device from the CPU batch: nothing to copy.
         self.copy_ahead = self.device.type == "cuda" and decoder is None
         self._copy_stream: torch.cuda.Stream | None = None
+        # Workers write images into a pinned ring (None: where the loader pins for CUDA).
+        self.pinned_ring: bool | None = None
 
     def _load_train_state(self, prev_state: dict) -> None:
         """Avalanche's restore after an evaluation, with each module's train/eval flag set
@@ -142,8 +144,9 @@ class IQATemplate(SupervisedTemplate):
 
     def _workers(self, num_workers: int, pin_memory: bool | None) -> dict:
         # Avalanche's defaults (pinned memory on CUDA), as its own loaders get them.
-        return self._obtain_common_dataloader_parameters(num_workers=num_workers,
+        args = self._obtain_common_dataloader_parameters(num_workers=num_workers,
                                                          pin_memory=pin_memory)
+        return {**args, "device": self.device, "ring": self.pinned_ring}
 
     def _unpack_minibatch(self):
         mb = self.mbatch

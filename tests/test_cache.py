@@ -193,7 +193,7 @@ def test_evaluation_uses_one_pool_of_workers_for_every_evaluated_dataset(photos,
     assert len(pool.sources) == 4  # 2 experiences x (test, validation)
 
     def workers() -> list[int]:
-        return [w.pid for w in pool.loader._iterator._workers]
+        return [w.pid for w in pool.loader.loader._iterator._workers]
 
     started = workers()
     kept = bench.trainer.evaluate(benchmark.test_stream)

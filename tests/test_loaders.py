@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
+import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 from test_cache import _config, photos  # noqa: F401 (fixture)
 
+from benchmarks.cache import collate_images
 from benchmarks.loaders import (
     BY_VALUE_BYTES,
     EpochBatches,
     EpochLoader,
     EvalPool,
-    received,
-    worker_loader,
+    PinnedRing,
+    WorkerLoader,
+    _InRing,
 )
 from experiments.run import prepare, train_and_evaluate
 
@@ -67,19 +71,147 @@ class LoaderNames(SupervisedPlugin):
         self.after.append(type(strategy.dataloader).__name__)
 
 
+class RingUse(SupervisedPlugin):
+    """Whether each training epoch's and each evaluation's batches come from a pinned ring."""
+
+    def __init__(self):
+        super().__init__()
+        self.train, self.eval = [], []
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.train.append(strategy.dataloader.loader.ring is not None)
+
+    def before_eval_exp(self, strategy, **kwargs):
+        self.eval.append(strategy.dataloader.pool.loader.ring is not None)
+
+
 def test_training_with_workers_uses_one_pass_and_is_reproducible(photos, tmp_path):  # noqa: F811
+    """Twice: the second time with the images written into a ring of shared slots (on a
+    CUDA device the ring is pinned; here the CPU reads it), which gives the same matrix."""
     matrices = []
-    for _ in range(2):
+    for ring in (False, True):
         bench = prepare(_config(photos, "data.cache=true", "data.num_workers=1",
                                 f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false",
                                 "eval.validation=false", "train.epochs=3"))
-        seen = LoaderNames()
-        bench.trainer.strategy.plugins.append(seen)
+        seen, used = LoaderNames(), RingUse()
+        bench.trainer.strategy.plugins += [seen, used]
+        bench.trainer.strategy.pinned_ring = ring
         test, _ = train_and_evaluate(bench)
         assert seen.before == ["EpochLoader"] * 6  # 2 experiences x 3 epochs
+        assert used.train == [ring] * 6 and used.eval == [ring] * 6  # 3 evaluations of 2
         matrices.append(test.matrix("srcc", "none"))
     assert np.isfinite(matrices[0]).all()
     assert np.array_equal(matrices[0], matrices[1])
+
+
+class Pictures(torch.utils.data.Dataset):
+    """Items as the image cache makes them: a uint8 (3, H, W) view of an H x W x 3 image
+    (value: the item's number), and a score. Items in `odd` are one pixel taller."""
+
+    collate_fn = staticmethod(collate_images)
+
+    def __init__(self, first: int = 0, n: int = 9, odd: tuple[int, ...] = ()):
+        self.first, self.n, self.odd = first, n, odd
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        value = self.first + i
+        image = torch.full((6 + (i in self.odd), 5, 3), value % 256, dtype=torch.uint8)
+        image[0, 0] = torch.tensor([value // 256, 1, 2])  # channels differ: a layout slip shows
+        return image.permute(2, 0, 1), torch.tensor(float(value))
+
+
+def _numbers(batches) -> list[int]:
+    """Each image's number, checked against its score."""
+    out = []
+    for x, y in batches:
+        assert x.dtype == torch.uint8 and x.is_contiguous(memory_format=torch.channels_last)
+        numbers = x[:, 0, 0, 0].long() * 256 + x[:, 0, 1, 1].long()
+        assert torch.equal(numbers.float(), y) and (x[:, 1:, 0, 0] == torch.tensor([1, 2])).all()
+        out += numbers.tolist()
+    return out
+
+
+def test_ring_batches_equal_the_plain_path():
+    loaders = []
+    for workers in (0, 1):
+        torch.manual_seed(0)  # the same shuffles
+        loaders.append(EpochLoader(Pictures(n=10), epochs=2, batch_size=4, num_workers=workers,
+                                   ring=True))
+    plain, ring = loaders
+    assert ring.loader.ring is not None and len(ring.loader.ring.slots) == 2 * 1 + 2
+    for _ in range(2):
+        batches = [(x.clone(), y) for x, y in plain]
+        assert [len(y) for _, y in batches] == [4, 4, 2]  # the short last batch too
+        assert [torch.equal(a, b) for (a, _), (b, _) in zip(batches, ring, strict=True)] == \
+            [True] * 3
+    assert sorted(_numbers(ring)) == list(range(10))  # and as cache items are read
+
+
+def test_a_lent_batch_stays_intact_while_the_workers_run_ahead():
+    loader = WorkerLoader(Pictures(n=40), EpochBatches(40, 4, 1, shuffle=False),
+                          collate_images, num_workers=1, ring=True)
+    seen = []
+    for x, y in loader:
+        time.sleep(0.05)  # the worker builds every batch it is allowed to meanwhile
+        seen += _numbers([(x, y)])
+    assert seen == list(range(40))
+
+
+def test_a_slot_is_handed_out_again_only_after_its_last_copy():
+    ring = PinnedRing(3, (2, 4, 4, 3))
+    ring.device = torch.device("cuda")  # as on a GPU, with fences that record their waits
+    waited = []
+
+    class Fence:
+        def __init__(self, seq: int):
+            self.seq = seq
+
+        def synchronize(self) -> None:
+            waited.append(self.seq)
+
+    made = iter(range(100))
+    ring.fence = lambda: Fence(next(made))
+    numbers = [ring.claim([0]).seq for _ in range(3)]
+    assert numbers == [0, 1, 2] and waited == []  # three free slots
+    ring.lend(_InRing(0, 1))
+    ring.release(0)
+    assert ring.claim([0]).seq == 3 and waited == [0]  # slot 0 again: its copy waited for
+    ring.lend(_InRing(1, 1))  # lent and not released: its slot cannot be handed out
+    with pytest.raises(RuntimeError, match="slot 1 is still lent out"):
+        ring.claim([0])
+
+
+def test_images_of_another_size_bypass_the_ring():
+    batches = EpochBatches(9, 4, 1, shuffle=False)
+    loader = WorkerLoader(Pictures(odd=(4, 5, 6, 7)), batches, collate_images, num_workers=1,
+                          ring=True)
+    assert loader.ring.slots.shape[2:] == (6, 5, 3)  # shaped like the first item
+    assert [tuple(x.shape[2:]) for x, _ in loader] == [(6, 5), (7, 5), (6, 5)]
+    assert _numbers(loader) == list(range(9))
+
+
+def test_eval_pool_with_a_ring_serves_every_pass_in_order():
+    a, b, c = Pictures(0), Pictures(300, n=5), Pictures(600)
+    pool = EvalPool(4, num_workers=1, ring=True)
+    pool.add(a, a)
+    pool.add(b, b)
+
+    def one_pass(source, stop_after: int | None = None) -> list[int]:
+        numbers = []
+        for k, batch in enumerate(pool.batches(source, source)):
+            if k == stop_after:
+                break  # a caller that stops early
+            numbers += _numbers([batch])
+        return numbers
+
+    assert one_pass(a) == list(range(9)) and one_pass(b) == list(range(300, 305))
+    assert one_pass(b) == list(range(300, 305))  # out of order: the pass restarts at b
+    assert one_pass(a, stop_after=1) == [0, 1, 2, 3] and one_pass(a) == list(range(9))
+    assert one_pass(c) == list(range(600, 609))  # a new dataset: a new ring for all three
+    assert pool.loader.ring is not None and one_pass(b) == list(range(300, 305))
 
 
 def test_eval_pool_passes_over_each_dataset_with_one_set_of_workers():
@@ -152,7 +284,7 @@ def test_eval_pool_serves_passes_out_of_order_and_after_an_early_stop(tmp_path):
     assert _items(pool, a, stop_after=1) == [0, 1, 2]
     assert _items(pool, a) == list(range(8))  # from its start, after the early stop
     assert _items(pool, b) == list(range(100, 108))
-    workers = pool.loader._iterator._workers
+    workers = pool.loader.loader._iterator._workers
     assert len(workers) == 1 and workers[0].is_alive()  # one worker served all of it
 
 
@@ -175,9 +307,8 @@ class Mixed(torch.utils.data.Dataset):
 
 def test_worker_batches_arrive_as_the_collate_made_them():
     sampler = EpochBatches(8, 4, epochs=1, shuffle=False)
-    plain = list(worker_loader(Mixed(), sampler))
-    loader = worker_loader(Mixed(), sampler, num_workers=1)
-    sent = [received(loader, b) for b in loader]
+    plain = list(WorkerLoader(Mixed(), sampler))
+    sent = list(WorkerLoader(Mixed(), sampler, num_workers=1))
     assert plain[0][0].nbytes > BY_VALUE_BYTES  # the image takes the shared-memory path
 
     def flat(batch) -> list:
@@ -200,8 +331,7 @@ def test_small_channels_last_batches_keep_their_layout():
             return torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), torch.tensor(0.5)
 
     sampler = EpochBatches(4, 4, epochs=1, shuffle=False)
-    loader = worker_loader(Thumbs(), sampler, collate_images, num_workers=1)
-    (x, y), = [received(loader, b) for b in loader]
+    (x, y), = WorkerLoader(Thumbs(), sampler, collate_images, num_workers=1)
     assert x.nbytes < BY_VALUE_BYTES and x.is_contiguous(memory_format=torch.channels_last)
 
 
