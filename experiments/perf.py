@@ -574,7 +574,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
         "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "cpu_cores": os.cpu_count(),
         "command": "python -m experiments.perf --gpu --json docs/perf_gpu.json",
-        "commit": _git("rev-parse", "--short", "HEAD"),
+        "commit": _git("describe", "--always", "--dirty", "--abbrev=7"),
         "rows": [asdict(r) for r in (
             Row("ResNet18 bf16 training: `iqacl run` from the image cache vs bare PyTorch on "
                 "synthetic on-device tensors", ours, bare_train, "images/s", 0.8,
@@ -711,10 +711,14 @@ def _gpu_age(commit: str | None) -> str:
     """Which code the GPU rows measured: they are only redone when a GPU is lent."""
     if not commit:
         return "The commit these GPU rows measured is not known."
+    if commit.endswith("-dirty"):
+        return (f"Measured on a working tree with uncommitted changes over commit "
+                f"`{commit.removesuffix('-dirty')}`: which code they measured is not on record.")
     since = _git("rev-list", "--count", f"{commit}..HEAD", "--", *CODE)
     if not since or since == "0":
         return f"Measured at commit `{commit}`, the code as it is now."
-    return (f"Measured at commit `{commit}`; {since} commits have changed the code since "
+    changed = "1 commit has" if since == "1" else f"{since} commits have"
+    return (f"Measured at commit `{commit}`; {changed} changed the code since "
             f"(`git log {commit}..HEAD -- {' '.join(CODE)}`), so these rows are not yet "
             "re-measured for them.")
 

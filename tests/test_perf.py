@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from experiments.perf import Row, main, table
+from experiments.perf import Row, _git, _gpu_age, main, table
 
 
 def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
@@ -61,3 +61,12 @@ def test_gpu_script_runs_on_the_cpu_at_tiny_sizes(tmp_path):
     assert [r["target"] for r in result["rows"]] == [0.8, None, 0.8, None, None, None, None,
                                                      None, 5.0]
     assert all("predictions identical" in result["rows"][i]["note"] for i in (4, 6))
+
+
+def test_gpu_rows_say_which_code_they_measured():
+    head = _git("rev-parse", "--short", "HEAD")
+    assert _gpu_age(head) == f"Measured at commit `{head}`, the code as it is now."
+    # A device run on a working tree with uncommitted changes cannot name its code.
+    assert "uncommitted changes over commit `abc1234`" in _gpu_age("abc1234-dirty")
+    assert _gpu_age(None) == "The commit these GPU rows measured is not known."
+
