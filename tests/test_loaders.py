@@ -368,3 +368,18 @@ def test_every_epoch_loader_goes_through_the_side_stream_copy_on_cuda(photos, tm
     assert wrapped == [*evals, *["TaskBalancedDataLoader"] * 2, *evals,
                        *["ReplayDataLoader"] * 2, *evals]
     assert seen.after == ["TaskBalancedDataLoader"] * 2 + ["ReplayDataLoader"] * 2  # restored
+
+
+def test_a_ring_that_cannot_be_made_leaves_the_plain_path_with_one_warning(monkeypatch, caplog):
+    def full(self):
+        raise RuntimeError("unable to write to file </torch_1_2>: No space left on device (28)")
+
+    monkeypatch.setattr(torch.Tensor, "share_memory_", full)
+    loader = WorkerLoader(Pictures(), EpochBatches(9, 4, 1, shuffle=False), collate_images,
+                          num_workers=1, ring=True)
+    assert loader.ring is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "batches go through shared memory, not a pinned ring: unable to write to file "
+        "</torch_1_2>: No space left on device (28)"]
+    monkeypatch.undo()  # the workers' batches use shared memory themselves
+    assert _numbers(loader) == list(range(9))
