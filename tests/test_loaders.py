@@ -364,7 +364,7 @@ def test_every_epoch_loader_goes_through_the_side_stream_copy_on_cuda(photos, tm
     train_and_evaluate(bench)
     # Before training, and after each of the 2 experiences: the stream's 2 test experiences.
     # Training: 2 epochs each; Avalanche's ReplayPlugin swaps in its own loader for the second.
-    evals = ["SingleDatasetDataLoader"] * 2
+    evals = ["DataLoader"] * 2
     assert wrapped == [*evals, *["TaskBalancedDataLoader"] * 2, *evals,
                        *["ReplayDataLoader"] * 2, *evals]
     assert seen.after == ["TaskBalancedDataLoader"] * 2 + ["ReplayDataLoader"] * 2  # restored
@@ -383,3 +383,23 @@ def test_a_ring_that_cannot_be_made_leaves_the_plain_path_with_one_warning(monke
         "</torch_1_2>: No space left on device (28)"]
     monkeypatch.undo()  # the workers' batches use shared memory themselves
     assert _numbers(loader) == list(range(9))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_evaluation_without_a_pool_gets_avalanches_batches_in_avalanches_order(
+        photos, workers):  # noqa: F811
+    # The template's loader skips Avalanche's multi-dataset sampler; the batches must not change.
+    from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
+
+    bench = prepare(_config(photos, "model.pretrained=false", "eval.batch_size=5"))
+    strategy = bench.trainer.strategy
+    strategy.experience = bench.stream.benchmark.test_stream[1]
+    strategy.eval_dataset_adaptation()
+    strategy.make_eval_dataloader(num_workers=workers, persistent_workers=False)
+    ours = list(strategy.dataloader)
+    theirs = list(SingleDatasetDataLoader(strategy.adapted_dataset, batch_size=5,
+                                          num_workers=workers))
+    assert len(ours) == len(theirs) == -(-len(strategy.adapted_dataset) // 5) > 1
+    for a, b in zip(ours, theirs, strict=True):
+        assert len(a) == len(b) == 4  # image, score, row, task label
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

@@ -292,14 +292,31 @@ def test_evaluation_restores_every_module_train_flag(tiny_demo, frozen):
     assert strategy.adapted_dataset == ["train data"]
 
 
-def test_model_adaptation_moves_the_model_only_when_a_tensor_is_elsewhere(tiny_demo):
-    from experiments.template import _all_on
-
+def test_model_adaptation_moves_the_model_only_when_a_tensor_is_elsewhere(tiny_demo,
+                                                                         monkeypatch):
     bench = prepare(tiny_config(tiny_demo))
-    model = bench.trainer.strategy.model
-    assert _all_on(model, torch.device("cpu"))
-    model.register_buffer("elsewhere", torch.zeros(1, device="meta"))
-    assert not _all_on(model, torch.device("cpu"))
+    strategy = bench.trainer.strategy
+    model = strategy.model
+    moves = []
+    to = model.to
+    monkeypatch.setattr(model, "to", lambda *a, **k: moves.append(a) or to(*a, **k))
+    strategy.experience = bench.stream.benchmark.test_stream[0]
+    strategy.model_adaptation()
+    assert moves == []  # every tensor is on the CPU already
+    model.backbone.register_buffer("elsewhere", torch.zeros(1, device="meta"))
+    strategy.device = torch.device("meta")  # now every other tensor is elsewhere
+    strategy.model_adaptation()
+    assert moves == [(torch.device("meta"),)]
+    assert {t.device.type for t in (*model.parameters(), *model.buffers())} == {"meta"}
+
+
+def test_model_adaptation_still_adapts_dynamic_modules(tiny_demo):
+    # The walk is skipped for a model without DynamicModules; per-task heads are one.
+    bench = prepare(tiny_config(tiny_demo, "model.heads=per_task"))
+    strategy = bench.trainer.strategy
+    strategy.experience = bench.stream.benchmark.test_stream[1]
+    strategy.model_adaptation()
+    assert sorted(strategy.model.heads) == ["0", "1"]
 
 
 @pytest.mark.parametrize("name", ["cumulative", "joint"])
