@@ -37,6 +37,9 @@ def test_rows_judge_ratios_and_absolute_bounds():
     assert Row("b", 6.0, 1.0, "x/s", 5.0, bound=8.0).passed is True
     assert "out of reach here (bound 2.00×)" in table([Row("b", 1.0, 1.0, "x/s", 5.0,
                                                           bound=2.0)])[-1]
+    # A ratio just under its target is not printed as the target.
+    assert "| 0.947× | ≥ 0.95× | **FAIL** |" in table([Row("e", 0.947, 1.0, "x/s", 0.95)])[-1]
+    assert "| 0.97× | ≥ 0.95× | pass |" in table([Row("e", 0.97, 1.0, "x/s", 0.95)])[-1]
 
 
 def test_gpu_script_runs_on_the_cpu_at_tiny_sizes(tmp_path):
