@@ -221,13 +221,14 @@ class WorkerLoader:
                  pin_memory: bool = False, device: torch.device | None = None,
                  ring: bool | None = None, **loader_args):
         self.ring, self.pin = None, pin_memory and num_workers > 0
-        on_cuda = device is not None and torch.device(device).type == "cuda"
+        device = torch.device(device) if device is not None else None
         if num_workers > 0 and collate_fn is collate_images and \
-                (ring or (ring is None and pin_memory and on_cuda)):
+                (ring or (ring is None and pin_memory and device is not None
+                          and device.type == "cuda")):
             in_flight = loader_args.get("prefetch_factor") or 2
+            # The ring pins its memory only for a CUDA device.
             self.ring = PinnedRing.for_loader(dataset, batch_sampler.batch_size,
-                                              in_flight * num_workers,
-                                              torch.device(device) if on_cuda else None)
+                                              in_flight * num_workers, device)
         if self.ring is not None:
             dataset = _IntoRing(dataset, self.ring.slots)
             batch_sampler, collate_fn = _Claims(batch_sampler, self.ring), _identity
