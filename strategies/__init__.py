@@ -13,6 +13,7 @@ from pathlib import Path
 
 from benchmarks.errors import UserError
 
+from .passes import bookkeeping
 from .registry import (
     STRATEGIES,
     StrategyParts,
@@ -39,5 +40,5 @@ def load_strategy_file(path: str | Path) -> None:
     spec.loader.exec_module(module)
 
 
-__all__ = ["STRATEGIES", "StrategyParts", "StrategySpec", "get_strategy", "load_strategy_file",
-           "make_strategy", "register_strategy"]
+__all__ = ["STRATEGIES", "StrategyParts", "StrategySpec", "bookkeeping", "get_strategy",
+           "load_strategy_file", "make_strategy", "register_strategy"]

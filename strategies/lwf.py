@@ -17,6 +17,7 @@ from avalanche.models import MultiTaskModule
 
 from models.loss import pairwise_ranking_loss
 
+from .passes import bookkeeping
 from .registry import StrategyParts, register_strategy
 
 
@@ -42,12 +43,12 @@ class ScoreLwFPlugin(SupervisedPlugin):
         if isinstance(strategy.model, MultiTaskModule):
             loss = strategy.loss.new_zeros(())
             for t in sorted(self.prev_model.known_train_tasks_labels):
-                with torch.no_grad():
-                    old = self.prev_model.forward_single_task(x, t)
+                with bookkeeping(self.prev_model) as teacher:
+                    old = teacher.forward_single_task(x, t)
                 loss = loss + self.distillation(strategy.model.forward_single_task(x, t), old)
         else:
-            with torch.no_grad():
-                old = self.prev_model(x)
+            with bookkeeping(self.prev_model) as teacher:
+                old = teacher(x)
             loss = self.distillation(strategy.mb_output, old)
         strategy.loss += loss
 

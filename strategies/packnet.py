@@ -31,6 +31,7 @@ from torch.func import functional_call
 from benchmarks.errors import UserError
 from models.iqa import MultiHeadIQAModel
 
+from .passes import bookkeeping
 from .registry import StrategyParts, register_strategy
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
@@ -157,6 +158,10 @@ class PackNetPlugin(SupervisedPlugin):
     after pruning, so `train.epochs` must be larger.
     """
 
+    # Pruning zeroes weights and `finish` records each task's owners, frozen values and
+    # BatchNorm state (the model's extra state): changes to the model, declared.
+    changes_model = True
+
     def __init__(self, prune_proportion: float | Sequence[float] = 0.5,
                  post_prune_epochs: int = 1):
         super().__init__()
@@ -188,7 +193,10 @@ class PackNetPlugin(SupervisedPlugin):
             self._prune(strategy)
 
     def _prune(self, strategy) -> None:
-        strategy.model.prune(self.proportion(strategy.clock.train_exp_counter))
+        # Magnitudes only, no forward pass; in `bookkeeping` all the same, so that a
+        # data-driven criterion put here could not move BatchNorm's statistics.
+        with bookkeeping(strategy.model) as model:
+            model.prune(self.proportion(strategy.clock.train_exp_counter))
         self._pruned = True
 
     def after_update(self, strategy, **kwargs) -> None:

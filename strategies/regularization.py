@@ -17,6 +17,7 @@ from benchmarks.errors import UserError
 
 from .fisher import per_sample_fisher
 from .l2 import L2Plugin
+from .passes import bookkeeping
 from .registry import StrategyParts, register_strategy
 from .state import StateMixin
 
@@ -38,10 +39,12 @@ class EWC(StateMixin, EWCPlugin):
 
     def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size,
                             num_workers=0):
-        if self.importance == "per_sample":
-            return per_sample_fisher(model, dataset, device, batch_size, num_workers)
-        return super().compute_importances(model, criterion, optimizer, dataset, device,
-                                           batch_size, num_workers)
+        # Avalanche's pass ends with `model.train()`, whatever the modules' flags were.
+        with bookkeeping(model, grad=True):
+            if self.importance == "per_sample":
+                return per_sample_fisher(model, dataset, device, batch_size, num_workers)
+            return super().compute_importances(model, criterion, optimizer, dataset, device,
+                                               batch_size, num_workers)
 
 
 @torch.no_grad()
@@ -68,7 +71,10 @@ class MAS(StateMixin, MASPlugin):
 
     Avalanche's importance pass expects 2- or 3-element minibatches and a
     (B, classes) output; here samples carry a row index and the output is (B,).
-    The importance is the same: mean |d ||f(x)||^2 / d theta| over the data.
+    The importance is the same: mean |d ||f(x)||^2 / d theta| over the data,
+    but taken in eval mode (`bookkeeping`): Avalanche runs it in training mode,
+    which moves BatchNorm's running statistics after training has finished,
+    so the model evaluated after the experience is not the model trained.
     """
 
     state_attrs = ("params", "importance")
@@ -79,18 +85,17 @@ class MAS(StateMixin, MASPlugin):
         data = strategy.experience.dataset
         loader = DataLoader(data, batch_size=strategy.train_mb_size,
                             collate_fn=getattr(data, "collate_fn", None))
-        strategy.model.train()
-        for batch in loader:
-            x, t = batch[0].to(strategy.device), batch[-1].to(strategy.device)
-            strategy.optimizer.zero_grad()
-            out = avalanche_forward(strategy.model, x, t).reshape(len(x), -1)
-            out.pow(2).sum(dim=1).mean().backward()
-            for name, param in strategy.model.named_parameters():
-                if param.requires_grad and param.grad is not None:
-                    importance[name].data += param.grad.abs()
+        with bookkeeping(strategy.model, grad=True) as model:
+            for batch in loader:
+                x, t = batch[0].to(strategy.device), batch[-1].to(strategy.device)
+                model.zero_grad()
+                out = avalanche_forward(model, x, t).reshape(len(x), -1)
+                out.pow(2).sum(dim=1).mean().backward()
+                for name, param in model.named_parameters():
+                    if param.requires_grad and param.grad is not None:
+                        importance[name].data += param.grad.abs()
         for value in importance.values():
             value.data /= float(len(loader))
-        strategy.optimizer.zero_grad()
         return importance
 
     def before_backward(self, strategy, **kwargs) -> None:

@@ -7,6 +7,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
 
+from .passes import bookkeeping
 from .registry import StrategyParts, register_strategy
 
 
@@ -77,6 +78,12 @@ class Replay(ReplayPlugin):
             self.storage_policy.load_state_dict(self._pending, _past_datasets(strategy, rows))
             self._pending = None
         return super().before_training_exp(strategy, *args, **kwargs)
+
+    def after_training_exp(self, strategy, **kwargs):
+        # The buffer's selection: random here, but Avalanche's storage policies may score
+        # samples with the model (herding, feature-based selection).
+        with bookkeeping(strategy.model):
+            super().after_training_exp(strategy, **kwargs)
 
     def stored_images(self) -> int:
         return len(self.storage_policy.buffer)
