@@ -21,7 +21,6 @@ crash redoes only the unfinished runs.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ import yaml
 from benchmarks.errors import UserError
 
 from .config import load_config
+from .jobs import Failure, Job, run_job
+from .table import format_mean_std
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +77,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
-@dataclass
-class Job:
-    """One run of a grid: a variant at a seed, its validated config and its folder."""
-
-    label: str
-    seed: int
-    config: dict
-    run_dir: Path
-
-
-@dataclass
-class Failure:
-    label: str
-    seed: int
-    run_dir: Path
-    error: str
-
-
 def grid_jobs(path: str | Path, out: str | Path, extra: list[str] = ()) -> tuple[dict,
                                                                                 list[Job]]:
     """The grid's runs, every config validated before the first (long) run starts."""
@@ -131,31 +114,6 @@ def run_grid(path: str | Path, out: str | Path, extra: list[str] = (), executor:
     return [run_job(job, i, len(jobs)) for i, job in enumerate(jobs)], []
 
 
-def run_job(job: Job, i: int = 0, n: int = 1) -> dict:
-    """One grid run: skipped when finished, resumed when interrupted, else started."""
-    from .checkpoint import latest_checkpoint
-    from .run import run
-
-    if (job.run_dir / "results.json").exists():
-        log.info("[%d/%d] %s seed %d: done already", i + 1, n, job.label, job.seed)
-        result = json.loads((job.run_dir / "results.json").read_text())
-    else:
-        resume = latest_checkpoint(job.run_dir) is not None  # interrupted before: continue
-        log.info("[%d/%d] %s seed %d%s", i + 1, n, job.label, job.seed,
-                 " (resuming)" if resume else "")
-        result = run(job.config, job.run_dir, resume=resume)
-    return {"label": job.label, "seed": job.seed, **result}
-
-
-def _cell(values: list[float | None], digits: int = 3) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "—"
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
-
-
 def val_acc(result: dict) -> float | None:
     val = result.get("validation")
     if not val:
@@ -176,10 +134,10 @@ def report(results: list[dict], select: str | None = None) -> str:
         s = [r["summary"]["srcc"] for r in runs]
         final = [[r["matrices"]["srcc"][-1][j] for r in runs] for j in range(len(names))]
         name = f"**{label}**" if label in best else label
+        cells = [[x[k] for x in s] for k in ("acc", "forgetting", "bwt", "mpi")]
+        cells += [*final, [val_acc(r) for r in runs]]
         row = [name, "yes" if runs[0]["uses_task_labels"] else "no",
-               _cell([x["acc"] for x in s]), _cell([x["forgetting"] for x in s]),
-               _cell([x["bwt"] for x in s]), _cell([x["mpi"] for x in s]),
-               *[_cell(f) for f in final], _cell([val_acc(r) for r in runs]), str(len(runs))]
+               *[format_mean_std(c) for c in cells], str(len(runs))]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("SRCC on each experience's test set, mean ± std over seeds; ACC, forgetting "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.errors import UserError
 
-from .grid import Failure, Job, run_job
+from .jobs import Failure, Job, run_job
 
 log = logging.getLogger(__name__)
 RAY_DEFAULTS = {"num_cpus": 1, "num_gpus": 0, "max_retries": 1}

@@ -93,11 +93,27 @@ def _describe(key: str, value: str | None) -> str:
     return f"{short}={DASH if value is None else json.loads(value)}"
 
 
-def _mean_std(values: list) -> tuple[float, float] | None:
+def mean_std(values: list) -> tuple[float, float | None] | None:
+    """Mean and sample std of the values that exist; std None for one value (unknown, not 0)."""
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
+
+
+def format_mean_std(value, digits: int = 3) -> str:
+    """`0.547 ± 0.012`; one run: `0.547` (its spread is unknown); nothing: a dash.
+
+    `value` is a (mean, std) pair from `mean_std`, a list of values, a string or None.
+    """
+    if isinstance(value, list):
+        value = mean_std(value)
+    if value is None:
+        return DASH
+    if isinstance(value, str):
+        return value
+    mean, std = value
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _joint_for(group: Group, groups: list[Group]) -> Group | None:
@@ -128,20 +144,20 @@ def rows(groups: list[Group], metric: str) -> tuple[list[str], list[dict]]:
         row = {"strategy": g.label, "task labels": "yes" if g.first["uses_task_labels"] else "no",
                "_task_aware": g.first["uses_task_labels"]}
         for j, n in enumerate(names):
-            row[f"final {n}"] = _mean_std([r["matrices"][metric][-1][j] for r in g.runs])
+            row[f"final {n}"] = mean_std([r["matrices"][metric][-1][j] for r in g.runs])
         for col, key in (("ACC", "acc"), ("BWT", "bwt"), ("FWT", "fwt"),
                          ("forgetting", "forgetting"), ("mPSI", "mpsi")):
-            row[col] = _mean_std([x[key] for x in s])
+            row[col] = mean_std([x[key] for x in s])
         joint = _joint_for(g, groups) if g.first["protocol"] == "stream" else None
         if joint is not None:
             joint_row = np.mean([r["matrices"][metric][0] for r in joint.runs], axis=0)
-            row["intransigence"] = _mean_std([
+            row["intransigence"] = mean_std([
                 float(np.mean(joint_row - np.diag(np.array(r["matrices"][metric], float))))
                 for r in g.runs])
         else:
             row["intransigence"] = None
-        row["wall time (s)"] = _mean_std([r.get("wall_time_s") for r in g.runs])
-        row["extra memory (MiB)"] = _mean_std([memory_of(r) for r in g.runs])
+        row["wall time (s)"] = mean_std([r.get("wall_time_s") for r in g.runs])
+        row["extra memory (MiB)"] = mean_std([memory_of(r) for r in g.runs])
         row["seeds"] = str(len(g.runs))
         out.append(row)
     # Task-agnostic rows first, task-aware ones set apart below.
@@ -169,15 +185,6 @@ def _best(rows_: list[dict], col: str) -> set[int]:
     return out
 
 
-def _fmt(value, digits: int) -> str:
-    if value is None:
-        return DASH
-    if isinstance(value, str):
-        return value
-    mean, std = value
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def _digits(col: str) -> int:
     return {"wall time (s)": 0, "extra memory (MiB)": 2}.get(col, 3)
 
@@ -196,18 +203,20 @@ def render(groups: list[Group], metric: str = "srcc", fmt: str = "md") -> str:
                 if c in ("strategy", "task labels", "seeds"):
                     line.append(v)
                 else:
-                    line += ["", ""] if v is None else [f"{v[0]:.6g}", f"{v[1]:.6g}"]
+                    line += ["", ""] if v is None else [
+                        f"{v[0]:.6g}", "" if v[1] is None else f"{v[1]:.6g}"]
             w.writerow(line)
         return buf.getvalue()
     best = {c: _best(body, c) for c in cols}
     if fmt == "md":
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for i, r in enumerate(body):
-            cells = [(f"**{_fmt(r[c], _digits(c))}**" if i in best[c] else _fmt(r[c], _digits(c)))
-                     for c in cols]
+            cells = [format_mean_std(r[c], _digits(c)) for c in cols]
+            cells = [f"**{t}**" if i in best[c] else t for t, c in zip(cells, cols, strict=True)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append(f"{metric.upper()} on each experience's test set, mean ± std over seeds. "
+        lines.append(f"{metric.upper()} on each experience's test set, mean ± std over seeds "
+                     "(one seed: its value alone). "
                      "**Bold**: best per column among task-agnostic rows, and among "
                      "task-aware rows (task labels at test time), which are not comparable "
                      "with the others.")
@@ -236,7 +245,7 @@ def _latex(cols: list[str], body: list[dict], best: dict, metric: str) -> str:
                          r"test time)}} \\")
         cells = []
         for c in cols:
-            text = _tex(_fmt(r[c], _digits(c)))
+            text = _tex(format_mean_std(r[c], _digits(c)))
             cells.append(rf"\textbf{{{text}}}" if i in best[c] else text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}",
