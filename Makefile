@@ -47,9 +47,9 @@ tables: weights demo-data
 		log.progress=false
 
 # docs/PERFORMANCE.md: each speed target next to its baseline, measured in one run (<10 min).
-# The GPU rows come from `python -m experiments.perf --gpu` on a CUDA machine (docs/perf_gpu.json).
+# The GPU rows come from `python -m perf --gpu` on a CUDA machine (docs/perf_gpu.json).
 perf: install
-	$(BIN)/python -m experiments.perf --out docs/PERFORMANCE.md
+	$(BIN)/python -m perf --out docs/PERFORMANCE.md
 
 models: install
 	$(BIN)/iqacl models

@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
-PACKAGES = ("benchmarks", "models", "strategies", "experiments")
+RUN = ("benchmarks", "models", "strategies", "experiments")  # what a run imports
+PACKAGES = (*RUN, "perf")
 
 
 def _module(path: Path) -> str:
@@ -60,6 +61,13 @@ def test_no_import_cycles_between_modules():
     assert "experiments.jobs" in graph["experiments.ray_executor"]  # the graph sees imports
     assert "experiments.ray_executor" in graph["experiments.grid"]  # lazy ones too
     assert cycles(graph) == []
+
+
+def test_the_benchmark_script_stays_outside_what_a_run_imports():
+    graph = import_graph()
+    assert any(m.startswith("experiments.") for m in graph["perf.loops"])  # perf uses the suite
+    assert [(a, b) for a, deps in graph.items() if a.split(".")[0] in RUN
+            for b in deps if b.split(".")[0] == "perf"] == []
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
-from experiments.perf import Row, _git, _gpu_age, main, table
+from perf.__main__ import main
+from perf.report import git, gpu_age, table
+from perf.timing import Row
 
 
 def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
     gpu = tmp_path / "gpu.json"
     gpu.write_text(json.dumps({"device": "TestCard", "torch": "x", "cpu_cores": 1,
-                               "command": "python -m experiments.perf --gpu",
+                               "command": "python -m perf --gpu",
                                "rows": [Row("gpu row", 2.0, 4.0, "images/s", 0.8).__dict__]}))
     out = tmp_path / "PERFORMANCE.md"
     assert main(["--tiny", "--out", str(out), "--json", str(gpu), "--work", str(tmp_path)]) == 0
@@ -21,7 +23,7 @@ def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
                  "peak memory of a demo-sized run"):
         assert what in text, what
     # The GPU file is folded in, with its card and a ratio computed from its numbers.
-    assert "**TestCard**" in text and "| 0.50× | ≥ 0.8× | **FAIL** |" in text
+    assert "**TestCard**" in text and "| 0.50× | — | ≥ 0.8× | **FAIL** |" in text
     # Equality checks ride along with the timings: they are exact at these sizes.
     assert "float64 max |Δ|" in text and "(tolerance 1e-5) FAILED" not in text
 
@@ -38,8 +40,21 @@ def test_rows_judge_ratios_and_absolute_bounds():
     assert "out of reach here (bound 2.00×)" in table([Row("b", 1.0, 1.0, "x/s", 5.0,
                                                           bound=2.0)])[-1]
     # A ratio just under its target is not printed as the target.
-    assert "| 0.947× | ≥ 0.95× | **FAIL** |" in table([Row("e", 0.947, 1.0, "x/s", 0.95)])[-1]
-    assert "| 0.97× | ≥ 0.95× | pass |" in table([Row("e", 0.97, 1.0, "x/s", 0.95)])[-1]
+    assert "| 0.947× | — | ≥ 0.95× | **FAIL** |" in table([Row("e", 0.947, 1.0, "x/s", 0.95)])[-1]
+    assert "| 0.97× | — | ≥ 0.95× | pass |" in table([Row("e", 0.97, 1.0, "x/s", 0.95)])[-1]
+
+
+def test_a_row_passes_on_the_median_of_its_repeats():
+    # One lucky repeat does not pass a row, nor does one unlucky repeat fail it.
+    lucky = Row("r", 1.0, 1.0, "x/s", 0.95, samples=[0.86, 0.90, 0.99])
+    unlucky = Row("r", 1.0, 1.0, "x/s", 0.95, samples=[0.86, 0.96, 0.97])
+    assert lucky.ratio == 0.90 and lucky.passed is False
+    assert unlucky.ratio == 0.96 and unlucky.passed is True
+    line = table([lucky])[-1]
+    assert "| 0.90× | 0.86–0.99× (3) | ≥ 0.95× | **FAIL** |" in line
+    build = Row("t", 9.0, 0.1, "s", 5.0, higher_is_better=False, absolute=True,
+                samples=[2.0, 3.0, 9.0])
+    assert build.judged == 3.0 and build.passed is True
 
 
 def test_gpu_script_runs_on_the_cpu_at_tiny_sizes(tmp_path):
@@ -67,9 +82,9 @@ def test_gpu_script_runs_on_the_cpu_at_tiny_sizes(tmp_path):
 
 
 def test_gpu_rows_say_which_code_they_measured():
-    head = _git("rev-parse", "--short", "HEAD")
-    assert _gpu_age(head) == f"Measured at commit `{head}`, the code as it is now."
+    head = git("rev-parse", "--short", "HEAD")
+    assert gpu_age(head) == f"Measured at commit `{head}`, the code as it is now."
     # A device run on a working tree with uncommitted changes cannot name its code.
-    assert "uncommitted changes over commit `abc1234`" in _gpu_age("abc1234-dirty")
-    assert _gpu_age(None) == "The commit these GPU rows measured is not known."
+    assert "uncommitted changes over commit `abc1234`" in gpu_age("abc1234-dirty")
+    assert gpu_age(None) == "The commit these GPU rows measured is not known."
 
