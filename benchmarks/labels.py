@@ -40,6 +40,13 @@ class LabelTable:
     source: Path
     official_test: set[str] | None = None
     categories: dict[str, str] = field(default_factory=dict)  # image_id -> category name
+    official_unlabelled: list[str] = field(default_factory=list)  # official test ids not here
+
+    def __post_init__(self) -> None:
+        if self.official_test is not None and not self.official_unlabelled:
+            ids = set(self.frame["image_id"])
+            self.official_unlabelled = sorted((i for i in self.official_test if i not in ids),
+                                              key=lambda i: (len(i), i))
 
 
 @dataclass(frozen=True)
@@ -237,8 +244,8 @@ def read_ava(entry: dict, root: Path) -> LabelTable:
     source = labels_path(entry, root)
     if source.suffix.lower() == ".json":
         table = read_json(entry, root, scale=(1.0, 10.0))
-        table.official_test = _ava_official_test(root, entry)
-        return table
+        return LabelTable(table.name, table.frame, table.scale, table.source,
+                          official_test=_ava_official_test(root, entry))
     frame = _read_ava_fast(source)
     if frame is None:  # something is off: the line-by-line reader says where
         frame = _read_ava_lines(source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,14 @@ from torchvision import transforms as T
 
 from .cache import CachedImages, ImageCache, Shard, collate_images, eval_resize
 from .errors import UserError
-from .images import index_images, load_rgb, resolve_images, unreadable_reason
+from .images import (
+    DROP_COLUMNS,
+    DROP_KINDS,
+    index_images,
+    load_rgb,
+    resolve_images,
+    unreadable_reason,
+)
 from .labels import EVA_CATEGORIES, LabelTable, read_labels
 from .splits import Split, make_splits
 
@@ -32,19 +39,29 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @dataclass
 class ExperienceData:
-    """One experience: its labelled, existing images and their split."""
+    """One experience: its labelled, existing images, their planned split, and what was
+    dropped (`dropped`: DROP_COLUMNS; images found unreadable while running stay in
+    `table`, so the datasets' row indices keep meaning the planned split's rows)."""
 
     name: str
     task_label: int
     scale: tuple[float, float]
     table: pd.DataFrame  # image_id, score, path, file; indexed by image_id
     split: Split
-    dropped: pd.DataFrame  # image_id, reason
+    dropped: pd.DataFrame
     source: str
+    # Ids of the official test list that the label file does not have (AVA): never used.
+    official_unlabelled: list[str] = field(default_factory=list)
 
     def part(self, which: str) -> pd.DataFrame:
         """Rows of `train`, `val` or `test`, in the split's (sorted) id order."""
         return self.table.loc[getattr(self.split, which)]
+
+    def used(self, which: str) -> list[str]:
+        """The ids of a part that were trained or evaluated: the planned split minus the
+        images found unreadable (what `splits/` lists and `counts()` counts)."""
+        bad = set(self.dropped.loc[self.dropped["kind"] == "unreadable", "image_id"])
+        return [i for i in getattr(self.split, which) if i not in bad]
 
     def normalise(self, scores: np.ndarray) -> np.ndarray:
         """Dataset scale -> [-1, 1], the range the model's cosine score lives in."""
@@ -55,40 +72,53 @@ class ExperienceData:
         lo, hi = self.scale
         return lo + (np.asarray(values, dtype=np.float64) + 1.0) * (hi - lo) / 2.0
 
-    def mark_unreadable(self, part: str, rows: Sequence[int]) -> int:
-        """Record images of `part` found unreadable while running; returns how many are new."""
+    def mark_unreadable(self, part: str, rows: Sequence[int], stage: str) -> int:
+        """Record images of `part` found unreadable during `stage`; returns how many are new."""
         known, ids, new = set(self.dropped["image_id"]), getattr(self.split, part), []
         for row in rows:
             image_id = ids[row]
             if image_id in known:
                 continue
+            known.add(image_id)
             # Ask the file again for the reason: DataLoader workers cannot report it.
             reason = unreadable_reason(self.table.loc[image_id, "file"])
-            new.append((image_id, reason or "unreadable while running"))
-        if new:
-            self.dropped = pd.concat([self.dropped, pd.DataFrame(new, columns=["image_id",
-                                                                             "reason"])],
-                                     ignore_index=True)
+            new.append((image_id, "unreadable", reason or "unreadable while running", part,
+                        stage))
+        self.add_dropped(new)
         return len(new)
 
+    def add_dropped(self, rows: Sequence[tuple]) -> None:
+        if rows:
+            self.dropped = pd.concat([self.dropped, pd.DataFrame(rows, columns=DROP_COLUMNS)],
+                                     ignore_index=True)
+
+    def unreadable(self) -> pd.DataFrame:
+        """Images dropped while running (they stay in `table`); the rest were dropped up front."""
+        return self.dropped[self.dropped["kind"] == "unreadable"]
+
     def unreadable_count(self) -> int:
-        """Dropped while running (they stay in `table`); the rest were missing up front."""
-        return int(self.dropped["reason"].str.startswith("unreadable").sum())
+        return len(self.unreadable())
 
     def unusable_fraction(self) -> float:
         return len(self.dropped) / max(self.counts()["labelled"], 1)
 
-    def counts(self) -> dict[str, int]:
+    def dropped_by_kind(self) -> dict[str, int]:
+        counts = self.dropped["kind"].value_counts()
+        return {kind: int(counts.get(kind, 0)) for kind in DROP_KINDS}
+
+    def counts(self) -> dict:
         unreadable = self.unreadable_count()
         return {
             "labelled": int(len(self.table) + len(self.dropped) - unreadable),
             "usable": int(len(self.table) - unreadable),
             "dropped": int(len(self.dropped)),
+            "dropped_by_reason": self.dropped_by_kind(),
             "unreadable": unreadable,
-            "train": len(self.split.train),
-            "val": len(self.split.val),
-            "test": len(self.split.test),
+            "train": len(self.used("train")),
+            "val": len(self.used("val")),
+            "test": len(self.used("test")),
             "removed_for_leakage": self.split.removed_for_leakage,
+            "official_test_unlabelled": len(self.official_unlabelled),
         }
 
 
@@ -150,7 +180,7 @@ def check_dropped(exp: ExperienceData, max_fraction: float) -> None:
     """Too many unusable images means a broken download or layout: stop, say where."""
     fraction = exp.unusable_fraction()
     if fraction > max_fraction:
-        reasons = exp.dropped["reason"].str.split(":").str[0].value_counts().to_dict()
+        reasons = {k: n for k, n in exp.dropped_by_kind().items() if n}
         raise UserError(
             f"experience '{exp.name}' ({exp.source}): {len(exp.dropped)} images "
             f"({fraction:.1%}) are unusable {reasons}, more than data.max_dropped_fraction "
@@ -197,6 +227,7 @@ def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: f
             name=name, task_label=t, scale=table.scale,
             table=resolved.usable.set_index("image_id", drop=False),
             split=split, dropped=resolved.dropped, source=str(table.source),
+            official_unlabelled=table.official_unlabelled,
         ))
         check_dropped(experiences[-1], max_dropped_fraction)
     return experiences

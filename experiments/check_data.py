@@ -6,8 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from benchmarks.images import unreadable_reason
+from benchmarks.images import DROP_KINDS, unreadable_reason
 from benchmarks.stream import ExperienceData, load_experiences
+
+HEADINGS = {"missing": "missing", "empty": "empty", "outside_root": "outside root",
+            "unreadable": "unreadable"}
+EXAMPLES = 5  # per-image lines per experience and reason
 
 
 def decode_all(exp: ExperienceData, workers: int) -> dict[str, str]:
@@ -26,22 +30,38 @@ def check_data(config: dict, decode: bool = False, workers: int = 4) -> tuple[st
                                    test_fraction=data["test_fraction"],
                                    val_fraction=data["val_fraction"])
     limit = data["max_dropped_fraction"]
-    head = ["experience", "labelled", "usable", "missing", "unreadable", "leakage removed",
+    head = ["experience", "labelled", "usable", *HEADINGS.values(), "leakage removed",
             "train", "val", "test", "ok"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
     all_ok = True
     for exp in experiences:
-        unreadable = decode_all(exp, workers) if decode else {}
-        labelled = len(exp.table) + len(exp.dropped)
-        bad = len(exp.dropped) + len(unreadable)
-        ok = bad / max(labelled, 1) <= limit
-        all_ok &= ok
+        if decode:
+            parts = {i: p for p in ("train", "val", "test") for i in getattr(exp.split, p)}
+            exp.add_dropped([(i, "unreadable", r, parts.get(i, ""), "check-data")
+                             for i, r in decode_all(exp, workers).items()])
         c = exp.counts()
-        row = [exp.name, labelled, len(exp.table) - len(unreadable), len(exp.dropped),
-               len(unreadable) if decode else "not checked (--decode)",
-               c["removed_for_leakage"], c["train"], c["val"], c["test"],
-               "yes" if ok else f"NO: {bad / labelled:.1%} unusable > {limit:.1%}"]
+        by_kind = c["dropped_by_reason"]
+        bad = c["dropped"]
+        ok = bad / max(c["labelled"], 1) <= limit
+        all_ok &= ok
+        cells = [by_kind[k] for k in DROP_KINDS]
+        if not decode:
+            cells[-1] = "not checked (--decode)"
+        row = [exp.name, c["labelled"], c["usable"], *cells, c["removed_for_leakage"],
+               c["train"], c["val"], c["test"],
+               "yes" if ok else f"NO: {bad / c['labelled']:.1%} unusable > {limit:.1%}"]
         lines.append("| " + " | ".join(map(str, row)) + " |")
-        for image_id, reason in list(unreadable.items())[:5]:
-            lines.append(f"  {exp.name} {image_id}: {reason}")
-    return "\n".join(lines), all_ok
+        for kind in DROP_KINDS:
+            rows = exp.dropped[exp.dropped["kind"] == kind]
+            for image_id, reason in zip(rows["image_id"][:EXAMPLES], rows["reason"][:EXAMPLES],
+                                        strict=True):
+                notes.append(f"  {exp.name} {image_id}: {reason}")
+            if len(rows) > EXAMPLES:
+                notes.append(f"  {exp.name}: {len(rows) - EXAMPLES} more {HEADINGS[kind]}")
+        if exp.official_unlabelled:
+            few = ", ".join(exp.official_unlabelled[:EXAMPLES])
+            more = ", ..." if len(exp.official_unlabelled) > EXAMPLES else ""
+            notes.append(f"  {exp.name}: {len(exp.official_unlabelled)} id(s) of the official "
+                         f"test list are not in the label file and are not used ({few}{more})")
+    return "\n".join(lines + notes), all_ok

@@ -21,10 +21,11 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from benchmarks.errors import UserError
+from benchmarks.images import DROP_COLUMNS
 
 from .results import StagePredictions, atomic_file
 
-FORMAT = 1
+FORMAT = 2  # 2: the images found unreadable are part of the checkpoint
 
 
 def rng_state() -> dict:
@@ -86,6 +87,10 @@ def save_checkpoint(out: Path, bench, done: int, test: StagePredictions,
         "test": _predictions(test),
         "val": _predictions(val),
         "train_loss": bench.trainer.losses.per_experience,
+        # Images found unreadable so far (and when): a resumed run's dropped.csv, splits
+        # and counts are the uninterrupted run's, whatever its remaining steps read.
+        "unreadable": [{c: exp.unreadable()[c].astype(str).tolist() for c in DROP_COLUMNS}
+                       for exp in bench.stream.experiences],
     }
     folder = checkpoint_dir(out)
     path = folder / f"step_{done}.pt"
@@ -135,6 +140,8 @@ def restore(bench, state: dict, test: StagePredictions, val: StagePredictions | 
     for k, v in state["clock"].items():
         setattr(strategy.clock, k, v)
     bench.trainer.losses.per_experience = [list(x) for x in state["train_loss"]]
+    for exp, saved in zip(bench.stream.experiences, state["unreadable"], strict=True):
+        exp.add_dropped(list(zip(*(saved[c] for c in DROP_COLUMNS), strict=True)))
     _restore_predictions(test, state["test"])
     _restore_predictions(val, state["val"])
     # Avalanche resets the optimizer when a strategy first trains; put the saved state

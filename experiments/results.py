@@ -18,6 +18,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from benchmarks.images import DROP_COLUMNS, DROP_KINDS
 from benchmarks.metrics import CORRELATIONS, SUMMARY_KEYS, plcc, summary
 from benchmarks.stream import ExperienceData, Stream
 
@@ -135,10 +136,10 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
     """Write splits/, predictions/ and (last, atomically) results.json."""
     out.mkdir(parents=True, exist_ok=True)
     names = stream.names
-    for exp in stream.experiences:
+    for exp in stream.experiences:  # what was trained and evaluated: no unreadable image
         for part in ("train", "val", "test"):
             atomic_write(out / "splits" / file_name(exp.name) / f"{part}.txt",
-                         "".join(f"{i}\n" for i in getattr(exp.split, part)))
+                         "".join(f"{i}\n" for i in exp.used(part)))
     for stage in test.stages:
         for j, exp in enumerate(stream.experiences):
             path = out / "predictions" / stage / f"{file_name(exp.name)}.csv"
@@ -146,7 +147,7 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
     dropped = pd.concat([e.dropped.assign(experience=e.name) for e in stream.experiences])
     if len(dropped):
         atomic_write(out / "dropped.csv",
-                     dropped[["experience", "image_id", "reason"]].to_csv(index=False))
+                     dropped[["experience", *DROP_COLUMNS]].to_csv(index=False))
 
     plcc_fit = config["eval"]["plcc_fit"]
     results = {
@@ -166,7 +167,12 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
                        if val is not None and val.stages else None),
         "counts": {e.name: e.counts() for e in stream.experiences},
         "dropped": int(sum(len(e.dropped) for e in stream.experiences)),
+        "dropped_by_reason": {k: sum(e.dropped_by_kind()[k] for e in stream.experiences)
+                              for k in DROP_KINDS},
         "unreadable": int(sum(e.counts()["unreadable"] for e in stream.experiences)),
+        # Ids in an official test list that the label file lacks (AVA): a few of each.
+        "official_test_unlabelled": {e.name: e.official_unlabelled[:10]
+                                     for e in stream.experiences if e.official_unlabelled},
         "removed_for_leakage": int(sum(e.split.removed_for_leakage
                                        for e in stream.experiences)),
         "train_loss": train_loss,

@@ -254,6 +254,7 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
     else:
         done = 0
         test.add("initial", trainer.evaluate(bm.test_stream))
+        record_unreadable(bench, "initial")
     if bench.spec.protocol == "joint":
         # One model on the union of all training sets; one evaluation row.
         steps = [("joint", joint_experience(stream), "all experiences")]
@@ -267,7 +268,7 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
             val.add(stage, trainer.evaluate(bm.valid_stream))
         if bench.wandb is not None:
             bench.wandb.log_matrix(partial_results(bench, test), bench.step)
-        record_unreadable(bench)
+        record_unreadable(bench, stage)
         if out is not None:
             with atomic_file(out / "models" / f"{stage}.pt", "wb") as fh:
                 torch.save(trainer.strategy.model.state_dict(), fh)  # for `iqacl predict`
@@ -275,14 +276,14 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
     return test, val
 
 
-def record_unreadable(bench: Benchmark) -> None:
-    """Images that failed to decode this step: into `dropped`, and stop if too many."""
+def record_unreadable(bench: Benchmark, stage: str) -> None:
+    """Images that failed to decode during `stage`: into `dropped`, and stop if too many."""
     by_key: dict[tuple[int, str], list[int]] = {}
     for task, part, row in bench.trainer.unreadable.seen:
         by_key.setdefault((task, part), []).append(row)
     for (task, part), rows in sorted(by_key.items()):
         exp = bench.stream.experiences[task]
-        if exp.mark_unreadable(part, sorted(rows)):
+        if exp.mark_unreadable(part, sorted(rows), stage):
             log.warning("%s: %d unreadable image(s) skipped so far (see dropped.csv)",
                         exp.name, exp.unreadable_count())
         check_dropped(exp, bench.config["data"]["max_dropped_fraction"])

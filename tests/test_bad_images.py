@@ -121,8 +121,147 @@ def test_check_data_reports_before_a_run(tiny_demo, tmp_path, capsys):
     args = ["check-data", str(DEMO), *overrides(root)]
     assert main(args) == 0  # without --decode only existence is checked: 1 of 200 missing
     out = capsys.readouterr().out
-    assert "| AVA | 200 | 199 | 1 | not checked (--decode) |" in out
+    assert "| experience | labelled | usable | missing | empty | outside root | unreadable |" \
+        in out
+    assert "| AVA | 200 | 199 | 1 | 0 | 0 | not checked (--decode) |" in out
+    assert f"  AVA {bad[0]}: missing: no image file with this id under the dataset root" in out
     assert main([*args, "--decode"]) == 2  # 1 missing + 2 unreadable = 1.5% > 1%
     out = capsys.readouterr().out
-    assert "| AVA | 200 | 197 | 1 | 2 |" in out and "NO: 1.5% unusable > 1.0%" in out
+    assert "| AVA | 200 | 197 | 1 | 0 | 0 | 2 |" in out and "NO: 1.5% unusable > 1.0%" in out
     assert "DecompressionBombError" in out
+
+
+def test_check_data_counts_each_reason_and_names_each_image(tiny_demo, tmp_path, capsys):
+    from experiments.cli import main
+
+    root, info = every_drop(tiny_demo, tmp_path)
+    assert main(["check-data", str(DEMO), *overrides(root, *AGREE), "--decode"]) == 0
+    out = capsys.readouterr().out
+    assert "| AVA | 200 | 194 | 1 | 1 | 1 | 3 |" in out
+    assert "| EVA | 120 | 117 | 0 | 0 | 0 | 3 |" in out
+    link = info["indexing"]["outside_root"]
+    assert f"  AVA {link}: images/{link}.jpg is a link pointing outside the dataset root" in out
+    assert f"  AVA {info['indexing']['empty']}: empty file (0 bytes)" in out
+    for name, picks in info["broken"].items():
+        for image_id in picks.values():
+            assert f"  {name} {image_id}: unreadable: " in out
+    assert "  AVA: 2 id(s) of the official test list are not in the label file and are not " \
+        "used (1, 2)" in out
+
+def every_drop(tiny_demo: Path, tmp_path: Path) -> tuple[Path, dict]:
+    """The demo pair with drops of every kind: in AVA a missing, an empty and a linked-out
+    image and two official test ids that AVA.txt lacks; then, in both datasets, one train,
+    one val and one test image made unreadable (the splits are planned first: unreadable
+    images are only found when read)."""
+    from benchmarks.stream import load_experiences
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_demo, root)
+    ava = root / "AVA"
+    eva_ids = {p.stem for p in (root / "EVA/images/EVA_together").glob("*.jpg")}
+    spare = sorted(p for p in (ava / "images").glob("*.jpg") if p.stem not in eva_ids)
+    spare[0].unlink()
+    spare[1].write_bytes(b"")
+    outside = tmp_path / "elsewhere.jpg"
+    shutil.copyfile(spare[2], outside)
+    spare[2].unlink()
+    spare[2].symlink_to(outside)
+    with open(ava / "aesthetics_image_lists/generic_test.jpgl", "a") as fh:
+        fh.write("1\n2\n")
+    config = load_config(DEMO, overrides(root))
+    planned = {e.name: e for e in load_experiences(config["stream"], seed=config["seed"],
+                                                   test_fraction=0.2, val_fraction=0.1)}
+    broken = {}
+    for name, folder in (("EVA", root / "EVA/images/EVA_together"), ("AVA", ava / "images")):
+        exp = planned[name]
+        picks = {part: next(i for i in getattr(exp.split, part) if i not in eva_ids or
+                            name == "EVA") for part in ("train", "val", "test")}
+        (folder / f"{picks['train']}.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 100)
+        (folder / f"{picks['val']}.jpg").write_text("<html>404 not found</html>")
+        png_bomb(folder / f"{picks['test']}.jpg")
+        broken[name] = picks
+    indexing = {"missing": spare[0].stem, "empty": spare[1].stem, "outside_root": spare[2].stem}
+    return root, {"planned": planned, "broken": broken, "indexing": indexing}
+
+
+def read_folder(out: Path) -> dict:
+    """What a reviewer re-checks: splits, every predictions file, dropped.csv, counts."""
+    files = sorted(p for sub in ("splits", "predictions") for p in (out / sub).rglob("*")
+                   if p.is_file())
+    results = json.loads((out / "results.json").read_text())
+    return {"files": {str(p.relative_to(out)): p.read_text() for p in files},
+            "dropped": (out / "dropped.csv").read_text(),
+            "counts": results["counts"], "matrices": results["matrices"]}
+
+
+def check_agreement(out: Path, info: dict) -> None:
+    results = json.loads((out / "results.json").read_text())
+    dropped = pd.read_csv(out / "dropped.csv", dtype=str, keep_default_na=False)
+    stages = ["initial", "after_0", "after_1"]
+    found_at = {("EVA", "train"): "after_0", ("EVA", "val"): "after_0",
+                ("EVA", "test"): "initial", ("AVA", "train"): "after_1",
+                ("AVA", "val"): "after_0", ("AVA", "test"): "initial"}
+    for name, picks in info["broken"].items():
+        counts = results["counts"][name]
+        for part in ("train", "val", "test"):
+            listed = (out / "splits" / name / f"{part}.txt").read_text().split()
+            planned = getattr(info["planned"][name].split, part)
+            assert listed == [i for i in planned if i != picks[part]], (name, part)
+            assert counts[part] == len(listed)
+            row = dropped[dropped["image_id"].eq(picks[part]) & dropped["experience"].eq(name)]
+            assert row[["kind", "part", "stage"]].values.tolist() == [
+                ["unreadable", part, found_at[name, part]]]
+        test_ids = (out / "splits" / name / "test.txt").read_text().split()
+        for stage in stages:  # every prediction file scores exactly the listed test images
+            preds = pd.read_csv(out / "predictions" / stage / f"{name}.csv", dtype=str)
+            assert preds["image_id"].tolist() == test_ids
+        assert counts["unreadable"] == 3
+        assert counts["usable"] == counts["train"] + counts["val"] + counts["test"] + \
+            counts["removed_for_leakage"]
+        assert counts["labelled"] == counts["usable"] + counts["dropped"]
+        assert counts["dropped"] == len(dropped[dropped["experience"] == name])
+    assert results["counts"]["AVA"]["dropped_by_reason"] == {
+        "missing": 1, "empty": 1, "outside_root": 1, "unreadable": 3}
+    assert results["dropped_by_reason"] == {"missing": 1, "empty": 1, "outside_root": 1,
+                                            "unreadable": 6}
+    for kind, image_id in info["indexing"].items():
+        row = dropped[dropped["image_id"] == image_id]
+        assert row[["experience", "kind", "part", "stage"]].values.tolist() == [
+            ["AVA", kind, "", "indexing"]]
+    assert "is a link pointing outside the dataset root" in \
+        dropped.loc[dropped["kind"] == "outside_root", "reason"].iloc[0]
+    assert results["counts"]["AVA"]["official_test_unlabelled"] == 2
+    assert results["official_test_unlabelled"] == {"AVA": ["1", "2"]}
+
+
+AGREE = ("data.max_dropped_fraction=0.05", "train.epochs=2")
+
+
+def test_splits_predictions_counts_and_dropped_agree(tiny_demo, tmp_path):
+    root, info = every_drop(tiny_demo, tmp_path)
+    run(load_config(DEMO, overrides(root, *AGREE)), tmp_path / "run")
+    check_agreement(tmp_path / "run", info)
+
+
+def test_a_resumed_run_drops_and_counts_as_the_uninterrupted_one(tiny_demo, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+
+    root, info = every_drop(tiny_demo, tmp_path)
+    config = load_config(DEMO, overrides(root, *AGREE))
+    run(config, tmp_path / "whole")
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("iqacl")
+    proc = subprocess.run([str(exe), "run", str(DEMO), "--out", str(out),
+                           *overrides(root, *AGREE)],
+                          env={**os.environ, "IQACL_KILL_AT": "1:2"}, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    saved = torch.load(out / "checkpoints" / "step_1.pt", weights_only=True)["unreadable"]
+    assert sorted(saved[0]["image_id"]) == sorted(info["broken"]["EVA"].values())
+    run(config, out, resume=True)
+    check_agreement(out, info)
+    assert read_folder(out) == read_folder(tmp_path / "whole")

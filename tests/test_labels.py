@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from conftest import jpeg, write
 
@@ -202,8 +203,11 @@ def test_missing_and_empty_images_are_dropped_and_counted(ava_root):
     (ava_root / "images/954184.jpg").write_bytes(b"")
     res = resolve_images(read_labels(ava(ava_root)).frame, ava_root)
     assert res.usable["image_id"].tolist() == ["953958"]
-    assert dict(zip(res.dropped["image_id"], res.dropped["reason"], strict=True)) == {
-        "953619": "missing", "954184": "empty file (0 bytes)"}
+    assert dict(zip(res.dropped["image_id"], res.dropped["kind"], strict=True)) == {
+        "953619": "missing", "954184": "empty"}
+    assert res.dropped["reason"].tolist() == [
+        "missing: no image file with this id under the dataset root", "empty file (0 bytes)"]
+    assert set(res.dropped["stage"]) == {"indexing"}
 
 
 def test_path_outside_root_is_refused(tmp_path):
@@ -215,6 +219,7 @@ def test_path_outside_root_is_refused(tmp_path):
     res = resolve_images(table.frame, root)
     assert res.usable.empty
     assert "outside the dataset root" in res.dropped["reason"].iloc[0]
+    assert res.dropped["kind"].tolist() == ["outside_root"]
 
 
 def test_experience_without_usable_image_is_an_error(ava_root):
@@ -242,7 +247,16 @@ def test_image_links_pointing_out_of_the_root_are_not_used(tmp_path):
     jpeg(root / "images" / "8.jpg")
     (root / "images" / "7.jpg").symlink_to(outside)
     (root / "images" / "9.jpg").symlink_to(root / "images" / "8.jpg")  # inside: fine
-    assert sorted(index_images(root)) == ["8", "9"]
+    index = index_images(root)
+    assert sorted(index) == ["8", "9"]
+    assert list(index.outside) == ["7"]  # remembered, so its id is dropped as what it is
+    frame = pd.DataFrame({"image_id": ["7", "8", "6"], "score": [1.0, 2.0, 3.0],
+                          "path": ["", "", ""]})
+    res = resolve_images(frame, root, index)
+    assert res.usable["image_id"].tolist() == ["8"]
+    assert res.dropped["kind"].tolist() == ["outside_root", "missing"]
+    assert res.dropped["reason"].iloc[0] == (
+        f"images/7.jpg is a link pointing outside the dataset root (to {outside})")
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf", ""])
