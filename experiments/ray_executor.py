@@ -27,7 +27,9 @@ from benchmarks.errors import UserError
 from .jobs import Failure, Job, run_job
 
 log = logging.getLogger(__name__)
-RAY_DEFAULTS = {"num_cpus": 1, "num_gpus": 0, "max_retries": 1}
+# num_cpus None: the driver's torch thread count, so that each task runs with as many
+# threads as a local run (the thread count changes a run's numbers).
+RAY_DEFAULTS = {"num_cpus": None, "num_gpus": 0, "max_retries": 1}
 
 
 def _import_ray():
@@ -39,7 +41,11 @@ def _import_ray():
 
 
 def run_in_task(job: Job, marker: str, threads: int) -> tuple[dict, bytes | None]:
-    """The body of one Ray task: (results, None) in place, or (results, packed run folder)."""
+    """The body of one Ray task: (results, None) in place, or (results, packed run folder).
+
+    `threads` comes from the driver: Ray sets OMP_NUM_THREADS in its workers, so the
+    worker's own default thread count says nothing about a local run's.
+    """
     import torch
 
     torch.set_num_threads(max(1, threads))  # the same thread count wherever a run lands
@@ -69,11 +75,16 @@ def run_on_ray(jobs: list[Job], out: Path, options: dict, address: str | None = 
     if unknown:
         raise UserError(f"grid key 'ray.{unknown[0]}' is unknown; valid: {sorted(RAY_DEFAULTS)}")
     opts = {**RAY_DEFAULTS, **options}
+    if opts["num_cpus"] is None:
+        import torch
+
+        opts["num_cpus"] = torch.get_num_threads()
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(include_dashboard=False, log_to_driver=False)
+    _check_fits(ray, int(opts["num_cpus"]), "num_cpus" in options)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / f".ray-shared-{uuid.uuid4().hex}"
     marker.write_text("the grid's driver is writing here\n")
@@ -108,6 +119,17 @@ def run_on_ray(jobs: list[Job], out: Path, options: dict, address: str | None = 
         bar.close()
         marker.unlink(missing_ok=True)
     return [done[i] for i in sorted(done)], [failed[i] for i in sorted(failed)]
+
+
+def _check_fits(ray, num_cpus: int, asked: bool) -> None:
+    """A task asking more CPUs than any node has would wait forever: say so instead."""
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")),
+                  default=0)
+    if num_cpus > largest:
+        why = "the grid's ray.num_cpus" if asked else "by default the driver's torch thread count"
+        raise UserError(f"ray: each run asks for {num_cpus} CPUs ({why}), but the largest "
+                        f"node of the Ray cluster has {int(largest)}; set ray.num_cpus in the "
+                        "grid file (a run's numbers depend on its thread count)")
 
 
 def _reason(exc: Exception) -> str:

@@ -132,7 +132,7 @@ def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stre
 def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions,
               val: StagePredictions | None, protocol: str, uses_task_labels: bool,
               train_loss: list[list[float]], wall_time_s: float, device: str,
-              memory: dict | None = None) -> dict:
+              memory: dict | None = None, threads: int | None = None) -> dict:
     """Write splits/, predictions/ and (last, atomically) results.json."""
     out.mkdir(parents=True, exist_ok=True)
     names = stream.names
@@ -154,6 +154,8 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "config": config,
         "versions": versions(),
         "device": device,
+        # PyTorch's intra-op threads: reductions split by thread, so numbers depend on it.
+        "threads": threads,
         "protocol": protocol,
         "strategy": config["strategy"]["name"],
         "uses_task_labels": uses_task_labels,

@@ -362,6 +362,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device), memory=strategy_memory(bench),
+        threads=torch.get_num_threads(),
     )
     # The models of each stage stay (models/); the checkpoints were only for resuming.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -51,9 +51,12 @@ def load_runs(paths: list[str | Path]) -> list[dict]:
 
 
 def _setting(result: dict) -> dict:
+    """What makes runs comparable as seeds: the config without seed and logging, and the
+    thread count (a run's numbers depend on it)."""
     config = copy.deepcopy(result["config"])
     for key in IGNORED:
         config.pop(key, None)
+    config["threads"] = result.get("threads")
     return config
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.errors import UserError
 from experiments.grid import Job, grid_jobs, run_grid
 from experiments.ray_executor import run_in_task, unpack
 from experiments.table import group_runs, render
@@ -15,25 +16,27 @@ from experiments.table import group_runs, render
 ray = pytest.importorskip("ray")  # installed by `make install` (the dev extra)
 
 
-def grid_file(tmp_path: Path, root: Path, broken: bool) -> Path:
+def grid_file(tmp_path: Path, root: Path, broken: bool, ray_block: str = "ray: {num_cpus: 1, "
+              "max_retries: 1}\n", variants: str | None = None) -> Path:
     path = tmp_path / "g.yaml"
-    variants = "[{label: naive, overrides: [strategy.name=naive]}, " \
-               "{label: l2, overrides: [strategy.name=l2]}" + (
-                   ", {label: broken, overrides: [stream.EVA.root=/nonexistent/EVA]}"
-                   if broken else "") + "]"
+    variants = variants or "[{label: naive, overrides: [strategy.name=naive]}, " \
+        "{label: l2, overrides: [strategy.name=l2]}" + (
+            ", {label: broken, overrides: [stream.EVA.root=/nonexistent/EVA]}"
+            if broken else "") + "]"
     path.write_text(
         "base: experiments/configs/demo.yaml\nseeds: [0, 1]\n"
         f"overrides: [stream.EVA.root={root / 'EVA'}, stream.AVA.root={root / 'AVA'},"
         " data.image_size=48, train.epochs=1, model.pretrained=false, log.progress=false,"
         " log.plots=false, log.csv=false, eval.validation=false]\n"
-        f"variants: {variants}\n"
-        "ray: {num_cpus: 1, max_retries: 1}\n")
+        f"variants: {variants}\n" + ray_block)
     return path
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Room for a task with the driver's thread count (the default num_cpus).
+    ray.init(num_cpus=max(2, torch.get_num_threads()), include_dashboard=False,
+             log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -53,11 +56,8 @@ def test_ray_grid_gives_the_local_table_and_reports_a_failing_run(tiny_demo, tmp
     assert sorted((r["label"], r["seed"]) for r in results) == \
         [("l2", 0), ("l2", 1), ("naive", 0), ("naive", 1)]
     # The same table, but for the wall-time column (machine load differs between executors).
-    def table(runs):
-        return render(group_runs([{**r, "wall_time_s": 0.0} for r in runs]), "srcc", "md")
-
-    assert table(results) == table(local)
-    assert "0.000 ± 0.000 | 0.000 ± 0.000" not in table(results)  # real numbers were compared
+    assert _table(results) == _table(local)
+    assert "0.000 ± 0.000 | 0.000 ± 0.000" not in _table(results)  # real numbers compared
     for r in results:  # written where the driver expects them (here, a shared filesystem)
         run_dir = tmp_path / "ray" / f"{r['label']}-s{r['seed']}"
         assert json.loads((run_dir / "results.json").read_text())["matrices"] == r["matrices"]
@@ -82,3 +82,28 @@ def test_a_task_without_the_drivers_filesystem_returns_its_run_folder(tiny_demo,
     assert on_disk["matrices"] == result["matrices"]
     assert (job.run_dir / "predictions").is_dir()
     assert isinstance(job, Job)
+
+
+def _table(runs: list[dict]) -> str:
+    """The table as printed, but for wall times (machine load differs between executors)."""
+    return render(group_runs([{**r, "wall_time_s": 0.0} for r in runs]), "srcc", "md")
+
+
+def test_a_ray_grid_at_default_settings_prints_the_local_table(tiny_demo, tmp_path, local_ray):
+    # Nothing about threads or CPUs anywhere: what a user who has not read the README runs.
+    grid = grid_file(tmp_path, tiny_demo, False, ray_block="",
+                     variants="[{label: ewc, overrides: [strategy.name=ewc]}]")
+    local, _ = run_grid(grid, tmp_path / "local")
+    remote, failures = run_grid(grid, tmp_path / "ray", executor="ray")
+    assert failures == []
+    assert [r["threads"] for r in local + remote] == [torch.get_num_threads()] * 4
+    assert _table(remote) == _table(local)
+    assert [r["matrices"] for r in remote] == [r["matrices"] for r in local]
+
+
+def test_a_grid_asking_more_cpus_than_any_node_has_stops_at_once(tiny_demo, tmp_path,
+                                                                  local_ray):
+    grid = grid_file(tmp_path, tiny_demo, False, ray_block="ray: {num_cpus: 512}\n")
+    with pytest.raises(UserError, match=r"each run asks for 512 CPUs \(the grid's "
+                                        r"ray.num_cpus\), but the largest node .* has \d+"):
+        run_grid(grid, tmp_path / "ray", executor="ray")

@@ -112,3 +112,10 @@ def test_table_and_help_do_not_import_torch_or_avalanche(tmp_path):
                            "build_parser; build_parser(); assert 'torch' not in sys.modules"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_runs_with_another_thread_count_are_not_averaged_as_seeds():
+    runs = [{**result("naive", 0), "threads": 2}, {**result("naive", 1), "threads": 2},
+            {**result("naive", 2), "threads": 1}]
+    groups = group_runs(runs)
+    assert [(g.label, len(g.runs)) for g in groups] == [("naive", 2), ("naive (threads=1)", 1)]
