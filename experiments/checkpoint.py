@@ -10,8 +10,12 @@ holds only tensors and plain values: it loads with `weights_only=True`.
 from __future__ import annotations
 
 import copy
+import io
+import json
+import logging
 import os
 import random
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,12 @@ from benchmarks.images import DROP_COLUMNS
 from .results import StagePredictions, atomic_file
 
 FORMAT = 2  # 2: the images found unreadable are part of the checkpoint
+STARTED = "started.json"  # written once a run has passed its checks; gone when it finishes
+# What a run writes before its first checkpoint: discarded when it is started over.
+ATTEMPT = ("models", "predictions", "splits", "checkpoints", "wandb", "tensorboard",
+           "metrics.csv", "dropped.csv", "srcc_matrix.png", "plcc_matrix.png",
+           "srcc_curves.png", STARTED)
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict:
@@ -95,6 +105,12 @@ def save_checkpoint(out: Path, bench, done: int, test: StagePredictions,
     folder = checkpoint_dir(out)
     path = folder / f"step_{done}.pt"
     with atomic_file(path, "wb") as fh:
+        if _fault("checkpoint", done):  # crash tests: killed with half of the file written
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            fh.write(buf.getvalue()[: buf.tell() // 2])
+            fh.flush()
+            _kill()
         torch.save(state, fh)
     for older in folder.glob("step_*.pt"):  # only the newest is needed to resume
         if older != path:
@@ -111,6 +127,59 @@ def latest_checkpoint(out: Path) -> Path | None:
 def _comparable(config: dict) -> dict:
     """The config minus what may change between a run and its resumption (logging)."""
     return {k: v for k, v in config.items() if k != "log"}
+
+
+def write_started(out: Path, config: dict) -> None:
+    """Mark RUN_DIR as holding a run of `config` (before its first checkpoint exists)."""
+    with atomic_file(Path(out) / STARTED) as fh:
+        json.dump({"config": _comparable(config)}, fh, sort_keys=True)
+
+
+def started_config(out: Path) -> dict | None:
+    path = Path(out) / STARTED
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["config"]
+    except (ValueError, KeyError):
+        return {}  # unreadable: only another config could have written something else
+
+
+def same_config(saved: dict, config: dict) -> bool:
+    normal = json.loads(json.dumps(_comparable(config), sort_keys=True))
+    return saved == normal
+
+
+def start_over(out: Path, config: dict) -> None:
+    """`--resume` without a checkpoint: the run starts from the beginning, discarding what
+    an attempt killed before its first checkpoint wrote (a folder of another config is
+    refused)."""
+    out = Path(out)
+    if not out.exists():
+        return  # a new run: nothing to say
+    saved = started_config(out)
+    if saved is not None and not same_config(saved, config):
+        raise UserError(f"{out / STARTED}: this folder holds a run started with another "
+                        "config; resume it with the same config and overrides, or choose "
+                        "another --out")
+    if saved is not None:
+        log.warning("%s: the run was stopped before its first experience finished (no "
+                    "checkpoint); starting it again from the beginning", out)
+    else:
+        log.info("%s: no checkpoint to resume from; starting the run from the beginning", out)
+    for name in ATTEMPT:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def clean_partial(out: Path) -> None:
+    """Temporary files of writes a kill interrupted (never loaded: they are not renamed)."""
+    for folder in (checkpoint_dir(out), Path(out) / "models"):
+        for tmp in folder.glob(".*.pt.*") if folder.is_dir() else []:
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, config: dict) -> dict:
@@ -172,25 +241,42 @@ class _OptimizerRestore(SupervisedPlugin):
 
 
 class FaultInjector(SupervisedPlugin):
-    """Sends the process a signal at a chosen training iteration: for crash tests.
+    """Sends the process a signal at a chosen moment: for crash tests.
 
-    Enabled by the environment: IQACL_KILL_AT="<experience>:<iteration>[:KILL|INT]"
-    (SIGKILL by default; INT is a Ctrl-C).
+    Enabled by the environment, IQACL_KILL_AT =
+    - "<experience>:<iteration>[:KILL|INT]": at that training iteration of that experience;
+    - "eval:<n>[:KILL|INT]": at the first evaluation minibatch once n experiences are
+      trained (0: the evaluation before training; n: the one after experience n - 1);
+    - "checkpoint:<step>": while `checkpoints/step_<step>.pt` is written, half of it on disk.
+    SIGKILL by default; INT is a Ctrl-C.
     """
 
     def __init__(self, spec: str):
         super().__init__()
-        exp, it, *sig = spec.split(":")
-        self.experience, self.iteration = int(exp), int(it)
+        where, at, *sig = spec.split(":")
+        self.where, self.at = where, int(at)
         self.signal = getattr(signal, f"SIG{sig[0] if sig else 'KILL'}")
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         clock = strategy.clock
-        if (clock.train_exp_counter == self.experience
-                and clock.train_exp_iterations == self.iteration):
+        if (self.where.isdigit() and clock.train_exp_counter == int(self.where)
+                and clock.train_exp_iterations == self.at):
             os.kill(os.getpid(), self.signal)
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        if self.where == "eval" and strategy.clock.train_exp_counter == self.at:
+            os.kill(os.getpid(), self.signal)
+
+
+def _fault(where: str, at: int) -> bool:
+    spec = os.environ.get("IQACL_KILL_AT", "").split(":")
+    return len(spec) >= 2 and spec[0] == where and spec[1] == str(at)
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fault_from_env() -> list[Any]:
     spec = os.environ.get("IQACL_KILL_AT")
-    return [FaultInjector(spec)] if spec else []
+    return [FaultInjector(spec)] if spec and not spec.startswith("checkpoint:") else []

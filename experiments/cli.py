@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     r.add_argument("--out", help="RUN_DIR (default: runs/<config>-<strategy>-s<seed>-<time>)")
     r.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out from its last checkpoint")
+                   help="continue an interrupted run in --out from its last checkpoint "
+                        "(one killed before its first starts again from the beginning)")
     r.add_argument("--plugins", action="append", default=[], metavar="FILE.py",
                    help="a Python file that registers strategies (repeatable)")
     r.set_defaults(fn=cmd_run)

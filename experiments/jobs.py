@@ -37,8 +37,9 @@ def run_job(job: Job, i: int = 0, n: int = 1) -> dict:
         log.info("[%d/%d] %s seed %d: done already", i + 1, n, job.label, job.seed)
         result = json.loads((job.run_dir / "results.json").read_text())
     else:
-        resume = latest_checkpoint(job.run_dir) is not None  # interrupted before: continue
+        resuming = latest_checkpoint(job.run_dir) is not None
         log.info("[%d/%d] %s seed %d%s", i + 1, n, job.label, job.seed,
-                 " (resuming)" if resume else "")
-        result = run(job.config, job.run_dir, resume=resume)
+                 " (resuming)" if resuming else "")
+        # With no checkpoint (new, or killed before its first one) this starts from the top.
+        result = run(job.config, job.run_dir, resume=True)
     return {"label": job.label, "seed": job.seed, **result}

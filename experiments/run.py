@@ -36,11 +36,16 @@ from models import IQALoss, build_model
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 
 from .checkpoint import (
+    STARTED,
+    clean_partial,
     fault_from_env,
     latest_checkpoint,
     load_checkpoint,
     restore,
     save_checkpoint,
+    start_over,
+    started_config,
+    write_started,
 )
 from .loggers import CSVMetricLogger
 from .results import StagePredictions, atomic_file, write_run
@@ -161,13 +166,17 @@ class Benchmark:
         return self.spec.uses_task_labels or self.config["model"]["heads"] == "per_task"
 
 
-def make_loggers(config: dict, out: Path | None) -> tuple[list, WandbLogger | None]:
-    """The loggers a config asks for; they write into RUN_DIR, so only once it is known."""
+def make_loggers(config: dict, out: Path | None,
+                 resume_step: int | None = None) -> tuple[list, WandbLogger | None]:
+    """The loggers a config asks for; they write into RUN_DIR, so only once it is known.
+
+    `resume_step`: the training iteration a resumed run continues from; metrics.csv keeps
+    its rows up to there (the interrupted step's rows are logged again)."""
     if out is None:
         return [], None
     opts, loggers, wandb_logger = config["log"], [], None
     if opts["csv"]:
-        loggers.append(CSVMetricLogger(out / "metrics.csv"))
+        loggers.append(CSVMetricLogger(out / "metrics.csv", keep_until=resume_step))
     if opts["tensorboard"]:
         from avalanche.logging import TensorboardLogger
 
@@ -181,7 +190,8 @@ def make_loggers(config: dict, out: Path | None) -> tuple[list, WandbLogger | No
     return loggers, wandb_logger
 
 
-def prepare(config: dict, out: Path | None = None) -> Benchmark:
+def prepare(config: dict, out: Path | None = None, resume_step: int | None = None
+            ) -> Benchmark:
     """Build stream, model, strategy and trainer; every bad-input error happens here.
 
     Loggers that write into `out` are made last, after every check has passed.
@@ -213,7 +223,7 @@ def prepare(config: dict, out: Path | None = None) -> Benchmark:
         model = parts.wrap_model(model)
     if frozen and config["model"]["cache_features"]:
         stream = cached_features(config, stream, model, device)
-    loggers, wandb_logger = make_loggers(config, out)
+    loggers, wandb_logger = make_loggers(config, out, resume_step)
     trainer = make_trainer(config, model, [*parts.plugins, *fault_from_env()], device, loggers)
     return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
 
@@ -340,22 +350,31 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
     """Run one benchmark described by a validated config; write RUN_DIR; return results.
 
     `resume=True` continues an interrupted run in the same RUN_DIR from its last
-    checkpoint (after the last finished experience).
+    checkpoint (after the last finished experience); without a checkpoint (killed before
+    the first one, or never started) it starts the run from the beginning, so a script
+    may always pass it.
     """
     out = Path(out)
     if (out / "results.json").exists():
         raise UserError(f"{out} already holds a finished run (results.json); choose another "
                         "--out, or delete that folder to redo it")
-    checkpoint = latest_checkpoint(out)
-    if resume and checkpoint is None:
-        raise UserError(f"{out}: no checkpoint to resume from; run without --resume")
-    if not resume and checkpoint is not None:
-        raise UserError(f"{out} holds an unfinished run ({checkpoint.name}); add --resume to "
-                        "continue it, or choose another --out")
-    state = load_checkpoint(checkpoint, config) if resume else None
     _check_writable(out)
+    checkpoint = latest_checkpoint(out)
+    if not resume and (checkpoint is not None or started_config(out) is not None):
+        what = checkpoint.name if checkpoint else "stopped before its first checkpoint"
+        raise UserError(f"{out} holds an unfinished run ({what}); add --resume to "
+                        "continue it, or choose another --out")
+    state = None
+    if resume and checkpoint is not None:
+        state = load_checkpoint(checkpoint, config)
+    elif resume:  # killed before its first checkpoint, or never started: from the beginning
+        start_over(out, config)
+    clean_partial(out)
     started = time.time()
-    bench = prepare(config, out)  # nothing is written before this succeeds
+    # Nothing is written before this succeeds; metrics.csv keeps the checkpointed steps' rows.
+    bench = prepare(config, out, resume_step=state["clock"]["train_iterations"] if state
+                    else None)
+    write_started(out, config)
     test, val = train_and_evaluate(bench, out, state)
     results = write_run(
         out, config=config, stream=bench.stream, test=test, val=val,
@@ -366,6 +385,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
     )
     # The models of each stage stay (models/); the checkpoints were only for resuming.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / STARTED).unlink(missing_ok=True)
     if bench.wandb is not None:
         bench.wandb.finish(results, out, bench.step)
     for logger in bench.loggers or []:

@@ -157,3 +157,31 @@ def test_mas_importance_is_taken_in_eval_mode(runs):
     # The pass did not move BatchNorm (the hook test), and it still sees real gradients.
     plugin = runs["mas"][0].parts.plugins[0]
     assert sum(float(v.data.abs().sum()) for v in plugin.importance.values()) > 0
+
+
+def test_the_guides_bookkeeping_example_leaves_the_model_as_trained(tiny_demo, runs):
+    """docs/STRATEGIES.md's `bookkeeping` example, taken from the doc, as a strategy."""
+    from strategies import StrategyParts, register_strategy
+
+    doc = (Path(__file__).parents[1] / "docs" / "STRATEGIES.md").read_text()
+    code = doc.split("```python\n")[2].split("```", 1)[0]
+    assert "bookkeeping(strategy.model, grad=True)" in code
+    namespace: dict = {}
+    exec(compile(code, "STRATEGIES.md", "exec"), namespace)
+    register_strategy("guide_gradnorm")(
+        lambda: StrategyParts([namespace["GradNormImportance"]()]))
+    try:
+        config = load_config(DEMO, [
+            f"stream.EVA.root={tiny_demo / 'EVA'}", f"stream.AVA.root={tiny_demo / 'AVA'}",
+            "data.image_size=48", "train.epochs=2", "model.pretrained=false",
+            "log.progress=false", "eval.validation=false", "strategy.name=guide_gradnorm"])
+        bench = prepare(config)
+        watch = _Watch(bench.parts.plugins)
+        test, _ = train_and_evaluate(bench)
+    finally:
+        del STRATEGIES["guide_gradnorm"]
+    assert [c[2] for c in watch.changes if c[1] == "after_training_exp"] == [[], []]
+    assert bench.parts.plugins[0].importance  # it measured something
+    for j in range(2):  # the model evaluated after its pass is the one naive trained
+        naive = runs["naive"][1].stages["after_0"][j][2]
+        assert np.array_equal(test.stages["after_0"][j][2], naive)

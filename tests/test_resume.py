@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,13 +49,55 @@ def test_killed_run_resumes_to_the_same_matrices(strategy, tiny_demo, tmp_path):
         assert resumed["initial"][m] == reference["initial"][m]
     assert resumed["train_loss"] == reference["train_loss"]
     assert sorted(p.name for p in (out / "models").iterdir()) == ["after_0.pt", "after_1.pt"]
-    assert not (out / "checkpoints").exists()
+    assert not (out / "checkpoints").exists() and not (out / "started.json").exists()
+    # metrics.csv keeps the finished experience's rows and logs the interrupted one again.
+    assert (out / "metrics.csv").read_text() == (tmp_path / "reference/metrics.csv").read_text()
 
 
-def test_resume_needs_a_checkpoint_and_the_same_config(tiny_demo, tmp_path):
+def iqacl(out: Path, root: Path, strategy: str, *args: str, kill: str | None = None):
+    exe = Path(sys.executable).with_name("iqacl")
+    env = {**os.environ, **({"IQACL_KILL_AT": kill} if kill else {})}
+    return subprocess.run([str(exe), "run", str(DEMO), "--out", str(out),
+                           *overrides(root, strategy), *args], env=env, capture_output=True,
+                          text=True)
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tiny_demo, tmp_path):
     config = load_config(DEMO, overrides(tiny_demo, "naive"))
-    with pytest.raises(UserError, match="no checkpoint to resume from"):
-        run(config, tmp_path / "nothing", resume=True)
+    reference = run(config, tmp_path / "reference")
+    out = tmp_path / "killed"
+    proc = iqacl(out, tiny_demo, "naive", kill="0:2")  # during the first experience
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (out / "checkpoints").exists() and (out / "metrics.csv").exists()
+    with pytest.raises(UserError, match=r"holds an unfinished run \(stopped before its first "
+                                        r"checkpoint\); add --resume"):
+        run(config, out)
+    with pytest.raises(UserError, match="started.json: this folder holds a run started with "
+                                        "another config"):
+        run(load_config(DEMO, overrides(tiny_demo, "ewc")), out, resume=True)
+    proc = iqacl(out, tiny_demo, "naive", "--resume")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stopped before its first experience finished (no checkpoint); starting it again " \
+           "from the beginning" in proc.stderr
+    resumed = json.loads((out / "results.json").read_text())
+    for m in ("srcc", "plcc", "krcc"):
+        assert resumed["matrices"][m] == reference["matrices"][m]
+    # What the killed attempt wrote is gone: metrics.csv holds this run's rows only.
+    assert (out / "metrics.csv").read_text() == (tmp_path / "reference/metrics.csv").read_text()
+    # A script that always passes --resume: a new folder simply runs.
+    assert iqacl(tmp_path / "new", tiny_demo, "naive", "--resume").returncode == 0
+
+
+def test_a_checkpoint_half_written_when_killed_is_never_loaded(tiny_demo, tmp_path):
+    config = load_config(DEMO, overrides(tiny_demo, "ewc"))
+    reference = run(config, tmp_path / "reference")
+    out = tmp_path / "killed"
+    proc = iqacl(out, tiny_demo, "ewc", kill="checkpoint:2")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names[-1] == "step_1.pt" and names[0].startswith(".step_2.pt.")  # the half file
+    resumed = run(config, out, resume=True)
+    assert resumed["matrices"] == reference["matrices"]
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tiny_demo, tmp_path):
