@@ -146,8 +146,9 @@ def started_config(out: Path) -> dict | None:
 
 
 def same_config(saved: dict, config: dict) -> bool:
+    """A config as saved in JSON (started.json, results.json) against a run's config."""
     normal = json.loads(json.dumps(_comparable(config), sort_keys=True))
-    return saved == normal
+    return _comparable(saved) == normal
 
 
 def start_over(out: Path, config: dict) -> None:

@@ -7,6 +7,7 @@ i; column j: evaluated on experience j) and the initial row.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -42,6 +43,7 @@ from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     restore,
+    same_config,
     save_checkpoint,
     start_over,
     started_config,
@@ -346,6 +348,26 @@ def _check_writable(out: Path) -> None:
                         "folder); choose another --out")
 
 
+def finished(config: dict, out: Path) -> dict:
+    """`--resume` on a finished run: its results, and what a kill after results.json left
+    undone (plots redrawn, checkpoints removed); a run of another config is refused."""
+    results = json.loads((out / "results.json").read_text())
+    if not same_config(results["config"], config):  # compared without `log`
+        raise UserError(f"{out} holds a finished run of another config (results.json); "
+                        "choose another --out")
+    log.info("%s: the run has finished already; nothing to resume", out)
+    if config["log"]["plots"]:
+        try:
+            from .plots import plot_run
+
+            plot_run(results, out)
+        except Exception as exc:
+            log.warning("plots not written (%s: %s)", type(exc).__name__, exc)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / STARTED).unlink(missing_ok=True)
+    return results
+
+
 def run(config: dict, out: str | Path, resume: bool = False) -> dict:
     """Run one benchmark described by a validated config; write RUN_DIR; return results.
 
@@ -356,6 +378,8 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
     """
     out = Path(out)
     if (out / "results.json").exists():
+        if resume:  # nothing left to do (a kill may have come after results.json)
+            return finished(config, out)
         raise UserError(f"{out} already holds a finished run (results.json); choose another "
                         "--out, or delete that folder to redo it")
     _check_writable(out)

@@ -84,8 +84,16 @@ def test_resume_before_the_first_checkpoint_starts_over(tiny_demo, tmp_path):
         assert resumed["matrices"][m] == reference["matrices"][m]
     # What the killed attempt wrote is gone: metrics.csv holds this run's rows only.
     assert (out / "metrics.csv").read_text() == (tmp_path / "reference/metrics.csv").read_text()
-    # A script that always passes --resume: a new folder simply runs.
+    # A script that always passes --resume: a new folder simply runs, a finished one is done
+    # (a kill may come after results.json: leftovers go, plots are redrawn).
     assert iqacl(tmp_path / "new", tiny_demo, "naive", "--resume").returncode == 0
+    (out / "started.json").write_text("{}")
+    again = iqacl(out, tiny_demo, "naive", "--resume", "log.plots=true")
+    assert again.returncode == 0 and "finished already; nothing to resume" in again.stderr
+    assert not (out / "started.json").exists() and (out / "srcc_matrix.png").is_file()
+    assert json.loads((out / "results.json").read_text()) == resumed
+    with pytest.raises(UserError, match="holds a finished run of another config"):
+        run(load_config(DEMO, overrides(tiny_demo, "ewc")), out, resume=True)
 
 
 def test_a_checkpoint_half_written_when_killed_is_never_loaded(tiny_demo, tmp_path):
