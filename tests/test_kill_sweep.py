@@ -2,7 +2,7 @@
 
 Real `iqacl run` processes get a real SIGKILL: at chosen moments (during training,
 during an evaluation, while a checkpoint is half written, before the first
-checkpoint) and at moments chosen by the clock from outside (35% and 70% of an
+checkpoint) and at moments chosen by the clock from outside (35% and 60% of an
 uninterrupted run's time). Each is relaunched with `--resume` and must leave the
 folder the uninterrupted run leaves: matrices, every predictions file, splits,
 dropped.csv and counts, on data with unreadable train, val and test images.
@@ -29,7 +29,7 @@ MOMENTS = {
 }
 BEFORE_FIRST = {"ewc": "eval:0", "si": "0:2", "lwf": "eval:0", "replay": "0:2",
                 "packnet": "eval:0"}  # the initial evaluation, or the first experience
-CLOCK = (0.35, 0.70)
+CLOCK = (0.35, 0.60)
 
 
 def command(out: Path, root: Path, strategy: str, *extra: str) -> list[str]:
