@@ -385,9 +385,10 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
     _check_writable(out)
     checkpoint = latest_checkpoint(out)
     if not resume and (checkpoint is not None or started_config(out) is not None):
-        what = checkpoint.name if checkpoint else "stopped before its first checkpoint"
-        raise UserError(f"{out} holds an unfinished run ({what}); add --resume to "
-                        "continue it, or choose another --out")
+        what, then = ((checkpoint.name, "continue it") if checkpoint else
+                      ("stopped before its first checkpoint", "start it again from the beginning"))
+        raise UserError(f"{out} holds an unfinished run ({what}); add --resume to {then}, "
+                        "or choose another --out")
     state = None
     if resume and checkpoint is not None:
         state = load_checkpoint(checkpoint, config)

@@ -75,7 +75,13 @@ def group_runs(runs: list[dict]) -> list[Group]:
     """Group runs whose configs are equal except for the seed; label by what differs."""
     keyed: dict[str, list[dict]] = {}
     for r in runs:
-        keyed.setdefault(json.dumps(_setting(r), sort_keys=True), []).append(r)
+        group = keyed.setdefault(json.dumps(_setting(r), sort_keys=True), [])
+        twin = next((o for o in group if o["config"]["seed"] == r["config"]["seed"]), None)
+        if twin is not None:  # the same run twice is not two seeds: its spread would shrink
+            raise UserError(f"{twin.get('_dir', 'a run')} and {r.get('_dir', 'another')} are "
+                            f"the same setting at the same seed ({r['config']['seed']}); "
+                            "pass only one of them")
+        group.append(r)
     flats = [_flat(_setting(rs[0])) for rs in keyed.values()]
     keys = sorted(set().union(*flats))
     differing = [k for k in keys if len({f.get(k) for f in flats}) > 1]
@@ -265,7 +271,8 @@ def mean_matrices(groups: list[Group], metric: str = "srcc") -> str:
                           for row in r["matrices"][metric]] for r in g.runs], dtype=float)
         mean = np.nanmean(mats, axis=0)
         stages = ["joint"] if g.first["protocol"] == "joint" else names
-        out.append(f"**{g.label}** ({metric.upper()}, mean of {len(g.runs)} seeds)\n")
+        seeds = f"{len(g.runs)} seed{'s' if len(g.runs) > 1 else ''}"
+        out.append(f"**{g.label}** ({metric.upper()}, mean of {seeds})\n")
         out.append("| after \\ on | " + " | ".join(names) + " |")
         out.append("|" + "---|" * (len(names) + 1))
         for s, row in zip(stages, mean, strict=False):

@@ -119,3 +119,11 @@ def test_runs_with_another_thread_count_are_not_averaged_as_seeds():
             {**result("naive", 2), "threads": 1}]
     groups = group_runs(runs)
     assert [(g.label, len(g.runs)) for g in groups] == [("naive", 2), ("naive (threads=1)", 1)]
+
+
+def test_the_same_run_twice_is_not_averaged_as_two_seeds():
+    a, b = {**result("naive", 0), "_dir": "runs/a"}, {**result("naive", 0), "_dir": "runs/b"}
+    with pytest.raises(UserError, match=r"runs/a and runs/b are the same setting at the same "
+                                        r"seed \(0\); pass only one of them"):
+        group_runs([a, b])
+    assert "mean of 1 seed)" in mean_matrices(group_runs([a]))
