@@ -60,7 +60,7 @@ class ExperienceData:
     def used(self, which: str) -> list[str]:
         """The ids of a part that were trained or evaluated: the planned split minus the
         images found unreadable (what `splits/` lists and `counts()` counts)."""
-        bad = set(self.dropped.loc[self.dropped["kind"] == "unreadable", "image_id"])
+        bad = set(self.unreadable()["image_id"])
         return [i for i in getattr(self.split, which) if i not in bad]
 
     def normalise(self, scores: np.ndarray) -> np.ndarray:

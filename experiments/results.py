@@ -184,14 +184,19 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
     results = _clean(results)
     atomic_write(out / "results.json", json.dumps(results, indent=2))
     if config["log"]["plots"]:
-        try:
-            from .plots import plot_run
-
-            plot_run(results, out)
-        except Exception as exc:  # a plot must never cost the results
-            log.warning("plots not written (%s: %s); results.json is complete",
-                        type(exc).__name__, exc)
+        write_plots(results, out)
     return results
+
+
+def write_plots(results: dict, out: Path) -> None:
+    """The run's heatmaps and curves; a plot that fails is logged, never fatal."""
+    try:
+        from .plots import plot_run
+
+        plot_run(results, out)
+    except Exception as exc:  # a plot must never cost the results
+        log.warning("plots not written (%s: %s); results.json is complete",
+                    type(exc).__name__, exc)
 
 
 def format_matrix(results: dict, metric: str = "srcc") -> str:

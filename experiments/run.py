@@ -50,7 +50,8 @@ from .checkpoint import (
     write_started,
 )
 from .loggers import CSVMetricLogger
-from .results import StagePredictions, atomic_file, write_run
+from .memory import strategy_memory
+from .results import StagePredictions, atomic_file, write_plots, write_run
 from .template import IQATemplate
 from .wandb_log import WandbLogger
 
@@ -312,32 +313,6 @@ def partial_results(bench: Benchmark, test: StagePredictions) -> dict:
     }
 
 
-def _tensor_bytes(state) -> int:
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, dict):
-        return sum(_tensor_bytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in state)
-    return 0
-
-
-def strategy_memory(bench: Benchmark) -> dict:
-    """What a strategy keeps beyond the model: its state's tensors, and stored images.
-
-    A stored image counts as one decoded uint8 RGB image at data.image_size.
-    """
-    state = sum(_tensor_bytes(p.state_dict()) for p in bench.parts.plugins
-                if hasattr(p, "state_dict"))
-    model = bench.trainer.strategy.model
-    if type(model).get_extra_state is not torch.nn.Module.get_extra_state:
-        state += _tensor_bytes(model.get_extra_state())
-    images = sum(p.stored_images() for p in bench.parts.plugins if hasattr(p, "stored_images"))
-    size = bench.config["data"]["image_size"]
-    return {"state_bytes": state, "stored_images": images,
-            "extra_bytes": state + images * 3 * size * size}
-
-
 def _check_writable(out: Path) -> None:
     """Fail before any training if RUN_DIR cannot be written (without creating it)."""
     existing = out
@@ -357,12 +332,7 @@ def finished(config: dict, out: Path) -> dict:
                         "choose another --out")
     log.info("%s: the run has finished already; nothing to resume", out)
     if config["log"]["plots"]:
-        try:
-            from .plots import plot_run
-
-            plot_run(results, out)
-        except Exception as exc:
-            log.warning("plots not written (%s: %s)", type(exc).__name__, exc)
+        write_plots(results, out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     (out / STARTED).unlink(missing_ok=True)
     return results
