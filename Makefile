@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install weights demo-data demo test test-slow lint models search tables perf clean
+BIQA_DATA ?= data/demo/IQA_Database
+.PHONY: install weights demo-data demo demo-biqa test test-slow lint models search tables perf clean
 
 # torch/torchvision/avalanche versions are pinned in constraints.txt (known to work together).
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -25,6 +26,14 @@ demo-data: $(DEMO_DATA)/.complete
 
 demo: weights demo-data
 	$(BIN)/iqacl run experiments/configs/demo.yaml --out $(RUN_DIR)
+
+# The continual-BIQA protocol (six datasets) on small stand-ins in their real layouts.
+$(BIQA_DATA)/.complete: | $(BIN)/.installed
+	$(BIN)/iqacl demo-data --biqa $(BIQA_DATA) --scale 4
+
+demo-biqa: weights $(BIQA_DATA)/.complete
+	$(BIN)/iqacl run experiments/configs/demo_biqa.yaml --out runs/demo-biqa-$(shell date +%Y%m%d-%H%M%S) \
+		log.progress=false
 
 test: weights
 	$(BIN)/python -m pytest -q

@@ -57,9 +57,32 @@ def decode_resized(path: str, short_side: int) -> np.ndarray:
     return np.asarray(F.resize(img, short_side, antialias=True))
 
 
-def _decode_or_none(job: tuple[str, int]) -> np.ndarray | None:
+def decode_native(path: str, adaptive: int) -> np.ndarray:
+    """(H, W, 3) uint8 at the file's own resolution (after the adaptive resize, if any):
+    what the crop transform needs. No reduced-size JPEG decoding here."""
+    from .crops import NativeResize
+
+    return np.asarray(NativeResize(adaptive)(load_rgb(path)))
+
+
+def native_bytes(path: str, adaptive: int) -> int:
+    """The bytes an image takes in a native shard, from its header (no decoding)."""
+    from PIL import Image
+
+    from .crops import adaptive_size
+
     try:
-        return decode_resized(*job)
+        with Image.open(path) as img:
+            w, h = adaptive_size(*img.size, adaptive)
+    except Exception:  # unreadable: takes nothing
+        return 0
+    return 3 * w * h
+
+
+def _decode_or_none(job: tuple[str, int, bool]) -> np.ndarray | None:
+    path, size, native = job
+    try:
+        return decode_native(path, size) if native else decode_resized(path, size)
     except Exception:  # unreadable: recorded as height 0; the run reports it
         return None
 
@@ -103,22 +126,26 @@ class ImageCache:
         self.workers = workers
         self.progress = progress
 
-    def key(self, files: Sequence[str]) -> str:
-        h = hashlib.sha256(f"v{CACHE_VERSION} short_side={self.short_side}\n".encode())
+    def key(self, files: Sequence[str], native: int | None = None) -> str:
+        recipe = f"short_side={self.short_side}" if native is None else f"native={native}"
+        h = hashlib.sha256(f"v{CACHE_VERSION} {recipe}\n".encode())
         for f in files:
             st = os.stat(f)
             h.update(f"{os.path.abspath(f)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         return h.hexdigest()[:32]
 
-    def shard(self, files: Sequence[str], name: str = "") -> Shard:
-        """The shard holding `files` in this order; decoded now if no run has done it yet."""
-        folder = self.folder / self.key(files)
+    def shard(self, files: Sequence[str], name: str = "", native: int | None = None) -> Shard:
+        """The shard holding `files` in this order; decoded now if no run has done it yet.
+
+        `native`: at the images' own resolution after an adaptive resize to this short
+        side (0: none), for the crop transform; else resized to `short_side`."""
+        folder = self.folder / self.key(files, native)
         if (folder / "index.npy").is_file():
             return Shard(folder)
         self._make_root()
         with _locked(self.folder / f"{folder.name}.lock"):
             if not (folder / "index.npy").is_file():  # another process may have built it
-                self._build(files, folder, name)
+                self._build(files, folder, name, native)
         return Shard(folder)
 
     def _make_root(self) -> None:
@@ -128,22 +155,32 @@ class ImageCache:
             raise UserError(f"cannot create the image cache folder {self.folder} ({exc}); "
                             "set data.cache_dir to a writable folder") from None
 
-    def _build(self, files: Sequence[str], folder: Path, name: str) -> None:
-        # Rough size (4:3 images) so a full disk is an error before, not during, decoding.
-        need = int(len(files) * 3 * self.short_side ** 2 * 4 / 3)
+    def size_needed(self, files: Sequence[str], native: int | None = None) -> int:
+        """Bytes the shard will take: exact for native shards (image headers), else rough
+        (4:3 images at the short side)."""
+        if native is not None:
+            return sum(native_bytes(str(f), native) for f in files)
+        return int(len(files) * 3 * self.short_side ** 2 * 4 / 3)
+
+    def _build(self, files: Sequence[str], folder: Path, name: str,
+               native: int | None = None) -> None:
+        # Its size is said, and checked against the disk, before any decoding.
+        need = self.size_needed(files, native)
         free = shutil.disk_usage(self.folder).free
         if need > free:
             raise UserError(f"image cache for '{name}': about {need / 1e9:.1f} GB needed, "
                             f"{free / 1e9:.1f} GB free in {self.folder}; free space, set "
                             "data.cache_dir elsewhere, or set data.cache=false")
-        log.info("caching %d images of %s at short side %d in %s (once)", len(files), name,
-                 self.short_side, folder)
+        what = (f"at short side {self.short_side}" if native is None else
+                "at native resolution" + (f" (adaptive resize {native})" if native else ""))
+        log.info("caching %d images of %s %s: %.1f MB in %s (once)", len(files), name, what,
+                 need / 1e6, folder)
         tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=self.folder))
         try:
             index = np.zeros((len(files), 3), dtype=np.int64)
             offset = 0
             with open(tmp / "pixels.u8", "wb") as out:
-                for i, arr in enumerate(self._decode_all(files, name)):
+                for i, arr in enumerate(self._decode_all(files, name, native)):
                     if arr is not None:
                         out.write(np.ascontiguousarray(arr).tobytes())
                         index[i] = (offset, arr.shape[0], arr.shape[1])
@@ -153,8 +190,9 @@ class ImageCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _decode_all(self, files: Sequence[str], name: str):
-        jobs = [(str(f), self.short_side) for f in files]
+    def _decode_all(self, files: Sequence[str], name: str, native: int | None = None):
+        jobs = [(str(f), self.short_side if native is None else native, native is not None)
+                for f in files]
         bar = None
         if self.progress:
             from tqdm import tqdm

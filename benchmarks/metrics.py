@@ -74,7 +74,7 @@ CORRELATIONS: dict[str, Callable[[Array, Array], float]] = {
 }
 
 
-SUMMARY_KEYS = ("acc", "bwt", "fwt", "forgetting", "mpi", "msi", "mpsi")
+SUMMARY_KEYS = ("acc", "bwt", "fwt", "forgetting", "mpi", "msi", "mpsi", "mpsr")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -84,7 +84,7 @@ def _mean(values: list[float]) -> float | None:
 def summary(matrix: Array, initial: Array,
             stage_predictions: Sequence[Sequence[np.ndarray | None]] | None = None,
             corr: Callable[[Array, Array], float] = srcc) -> dict[str, float | None]:
-    """ACC, BWT, FWT, forgetting, mPI, mSI, mPSI of a T x T matrix R.
+    """ACC, BWT, FWT, forgetting, mPI, mSI, mPSI, mPSR of a T x T matrix R.
 
     R[i][j]: score on experience j's test set after training experience i;
     `initial[j]`: before any training. `stage_predictions[t][s]`: predictions
@@ -106,11 +106,25 @@ def summary(matrix: Array, initial: Array,
         "mpi": float(np.mean(np.diag(R))),
         "msi": None,
         "mpsi": None,
+        "mpsr": mpsr(R),
     }
     if stage_predictions is not None:
         out["msi"] = float(np.mean(stability(stage_predictions, corr)))
         out["mpsi"] = (out["mpi"] + out["msi"]) / 2.0
     return out
+
+
+def mpsr(matrix: Array) -> float | None:
+    """Mean plasticity-stability ratio (BIQA_CL's `MPSR.py`): PSR_0 = R[0][0],
+    PSR_t = R[t][t] * mean_{s<t} R[t][s] / R[s][s]; None when a ratio's denominator
+    R[s][s] (s < T - 1) is not positive (the ratio then means nothing)."""
+    R = np.asarray(matrix, dtype=np.float64)
+    T = R.shape[0]
+    if not np.isfinite(R).all() or any(R[s, s] <= 0 for s in range(T - 1)):
+        return None
+    psr = [R[0, 0]] + [R[t, t] * np.mean([R[t, s] / R[s, s] for s in range(t)])
+                       for t in range(1, T)]
+    return float(np.mean(psr))
 
 
 def stability(stage_predictions: Sequence[Sequence[np.ndarray | None]],

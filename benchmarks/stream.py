@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from .cache import CachedImages, ImageCache, Shard, collate_images, eval_resize
+from .crops import collate_whole, crop_transforms
 from .errors import UserError
+from .formats import FORMATS
 from .images import (
     DROP_COLUMNS,
     DROP_KINDS,
@@ -31,7 +34,8 @@ from .images import (
     unreadable_reason,
 )
 from .labels import EVA_CATEGORIES, LabelTable, read_labels
-from .splits import Split, make_splits
+from .split_lists import assign_parts, fill_k
+from .splits import Split, SplitRequest, make_splits
 
 log = logging.getLogger(__name__)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -52,6 +56,10 @@ class ExperienceData:
     source: str
     # Ids of the official test list that the label file does not have (AVA): never used.
     official_unlabelled: list[str] = field(default_factory=list)
+    # Rows left out by design (reference copies, training images, in no split list).
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    label_info: dict = field(default_factory=dict)  # file, column, direction, scale
+    transform: str = "resize"  # resize | crop
 
     def part(self, which: str) -> pd.DataFrame:
         """Rows of `train`, `val` or `test`, in the split's (sorted) id order."""
@@ -106,9 +114,17 @@ class ExperienceData:
         counts = self.dropped["kind"].value_counts()
         return {kind: int(counts.get(kind, 0)) for kind in DROP_KINDS}
 
+    def excluded_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, reason in self.excluded:
+            out[reason] = out.get(reason, 0) + 1
+        return out
+
     def counts(self) -> dict:
         unreadable = self.unreadable_count()
         return {
+            "excluded": len(self.excluded),
+            "excluded_by_reason": self.excluded_by_reason(),
             "labelled": int(len(self.table) + len(self.dropped) - unreadable),
             "usable": int(len(self.table) - unreadable),
             "dropped": int(len(self.dropped)),
@@ -119,6 +135,9 @@ class ExperienceData:
             "test": len(self.used("test")),
             "removed_for_leakage": self.split.removed_for_leakage,
             "official_test_unlabelled": len(self.official_unlabelled),
+            "split_by": self.split.by,
+            "references": self.split.refs,
+            "references_shared": self.split.shared_refs,
         }
 
 
@@ -188,37 +207,70 @@ def check_dropped(exp: ExperienceData, max_fraction: float) -> None:
         )
 
 
+def entry_transform(entry: dict, override: str = "") -> str:
+    """`data.transform` if set, else the entry's `transform:`, else its format's default."""
+    return override or entry.get("transform") or FORMATS[entry["format"]].transform
+
+
+def _request(entry: dict, table: LabelTable, frame: pd.DataFrame, ids: list[str],
+             fixed: dict[str, str] | None, test_fraction: float) -> SplitRequest:
+    split_by = entry.get("split_by")
+    if split_by == "reference" and not table.has_refs:
+        raise UserError(f"stream entry '{entry['name']}': split_by: reference, but "
+                        f"{table.source} gives no reference image per image; use "
+                        "split_by: image")
+    groups = None
+    if table.has_refs:
+        refs = frame.set_index("image_id")["ref"]
+        groups = {i: refs[i] for i in ids}
+    namespace = str(Path(entry["root"]).expanduser().resolve()) if table.path_ids else ""
+    return SplitRequest(ids, entry.get("test_fraction") or test_fraction,
+                        table.official_test, fixed, groups, split_by != "image", namespace)
+
+
 def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: float = 0.2,
-                     val_fraction: float = 0.1,
-                     max_dropped_fraction: float = 1.0) -> list[ExperienceData]:
-    """Read labels, find images (existence and size only), split, guard leakage."""
+                     val_fraction: float = 0.1, max_dropped_fraction: float = 1.0,
+                     val_of: str = "rest", split: int = 1,
+                     transform: str = "") -> list[ExperienceData]:
+    """Read labels, find images (existence and size only), split, guard leakage.
+
+    `split`: fills `{k}` in split-list paths; `transform` overrides every entry's."""
     pending = []
     indexes: dict[str, dict] = {}
     for entry in entries:
+        entry = fill_k(entry, split)
         table = read_labels(entry)
         root = str(entry["root"])
+        fixed, excluded = None, list(table.excluded)
+        if entry.get("splits"):  # the lists decide, over any official split
+            fixed, unlisted = assign_parts(entry, Path(root).expanduser(), table)
+            excluded += unlisted
+        elif table.official_parts is not None:
+            fixed = table.official_parts
+            excluded += [(i, "in no official set") for i in table.frame["image_id"]
+                         if i not in fixed]
         if root not in indexes:
             indexes[root] = index_images(root)
         for name, frame in _expand(table, entry):
+            if fixed is not None:
+                frame = frame[frame["image_id"].isin(fixed)]
             resolved = resolve_images(frame, root, indexes[root])
             if resolved.usable.empty:
                 raise UserError(
                     f"experience '{name}' ({table.source}): none of its {len(frame)} labelled "
                     f"images was found under {root}; check `root` and the image folders"
                 )
-            official = table.official_test
-            fraction = entry.get("test_fraction") or test_fraction
-            pending.append((name, table, resolved, official, fraction))
+            ids = list(resolved.usable["image_id"])
+            request = _request(entry, table, frame, ids, fixed, test_fraction)
+            pending.append((name, table, resolved, request, excluded,
+                            entry_transform(entry, transform)))
     names = [p[0] for p in pending]
     if len(set(names)) != len(names):
         raise UserError(f"stream: experience names must be unique, got {names}")
-    splits = make_splits(
-        {name: (list(res.usable["image_id"]), official, fraction)
-         for name, _, res, official, fraction in pending},
-        seed=seed, val_fraction=val_fraction,
-    )
+    splits = make_splits({p[0]: p[3] for p in pending}, seed=seed, val_fraction=val_fraction,
+                         val_of=val_of)
     experiences = []
-    for t, (name, table, resolved, _, _) in enumerate(pending):
+    for t, (name, table, resolved, _, excluded, tf) in enumerate(pending):
         split = splits[name]
         if split.removed_for_leakage:
             log.info("%s: %d ids removed from train/val: they are test images of another "
@@ -227,7 +279,8 @@ def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: f
             name=name, task_label=t, scale=table.scale,
             table=resolved.usable.set_index("image_id", drop=False),
             split=split, dropped=resolved.dropped, source=str(table.source),
-            official_unlabelled=table.official_unlabelled,
+            official_unlabelled=table.official_unlabelled, excluded=excluded,
+            label_info=table.label_info, transform=tf,
         ))
         check_dropped(experiences[-1], max_dropped_fraction)
     return experiences
@@ -285,12 +338,6 @@ class RandomResizedCropUint8(T.RandomResizedCrop):
         return self.get_params(torch.empty(1, height, width), self.scale, self.ratio)
 
 
-def make_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
-                    cached: bool = False) -> TransformGroups:
-    """`image_transforms` as Avalanche transform groups (applied to the image only)."""
-    return TransformGroups(image_transforms(image_size, crop_scale, cached))
-
-
 def image_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
                      cached: bool = False) -> dict[str, Callable]:
     """Train (random resized crop, flip) and eval (centre crop) transforms.
@@ -311,7 +358,7 @@ def image_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
     return {"train": train, "eval": eval_transform(image_size)}
 
 
-def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups, short_side: int,
+def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups, short_side: int | None,
                  shard: Shard | None = None, gpu_decode: bool = False) -> AvalancheDataset:
     rows = exp.part(part)
     targets = exp.normalise(rows["score"].to_numpy())
@@ -320,12 +367,13 @@ def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups, short_sid
 
         return score_dataset(JpegBytes(rows["file"].tolist(), targets), exp.task_label,
                              collate_fn=collate_bytes)
-    if shard is None:
-        data = ScoreImages(rows["file"].tolist(), targets, short_side)
+    crop = exp.transform == "crop"
+    if shard is None:  # crops: the full-resolution decode, no reduced-size JPEG decoding
+        data = ScoreImages(rows["file"].tolist(), targets, None if crop else short_side)
     else:
         data = CachedImages(shard, exp.table.index.get_indexer(rows.index), targets)
-    return score_dataset(data, exp.task_label, tfs,
-                         collate_fn=collate_images if shard is not None else None)
+    collate = collate_whole if crop else (collate_images if shard is not None else None)
+    return score_dataset(data, exp.task_label, tfs, collate_fn=collate)
 
 
 def score_dataset(data: torch.utils.data.Dataset, task_label: int,
@@ -360,33 +408,59 @@ def check_jpeg(experiences: Sequence[ExperienceData]) -> None:
                             "use data.decode=cpu")
 
 
+def check_crop_decode(entries: Sequence[dict], transform: str) -> None:
+    crops = [e["name"] for e in entries if entry_transform(e, transform) == "crop"]
+    if crops:
+        raise UserError(f"data.decode = 'gpu' decodes and resizes JPEGs to a fixed size on the "
+                        f"device, but {crops} use the crop transform (native resolution); use "
+                        "data.decode=cpu (data.cache=true is the fast path)")
+
+
+def experience_transforms(exp: ExperienceData, image_size: int, crop_scale: Sequence[float],
+                          cached: bool, augment: bool, adaptive_resize: int,
+                          crop_eval: str) -> TransformGroups:
+    if exp.transform == "crop":
+        tfs = crop_transforms(image_size, adaptive_resize, crop_eval, cached)
+    else:
+        tfs = image_transforms(image_size, crop_scale, cached)
+    if not augment:
+        tfs = {"train": tfs["eval"], "eval": tfs["eval"]}
+    return TransformGroups(tfs)
+
+
 def build_stream(entries: Sequence[dict], *, seed: int = 0, image_size: int = 224,
                  test_fraction: float = 0.2, val_fraction: float = 0.1,
                  crop_scale: Sequence[float] = (0.5, 1.0),
                  max_dropped_fraction: float = 1.0, cache: ImageCache | None = None,
-                 augment: bool = True, gpu_decode: bool = False) -> Stream:
+                 augment: bool = True, gpu_decode: bool = False, val_of: str = "rest",
+                 split: int = 1, transform: str = "", adaptive_resize: int = 0,
+                 crop_eval: str = "whole") -> Stream:
     """The Avalanche benchmark: train/valid/test streams, one experience per dataset.
 
     With `cache`, images come decoded from the image cache (filled here if needed).
     `augment=False` trains on eval-transformed images (the linear-probe protocol).
     `gpu_decode=True` yields JPEG bytes for `benchmarks.gpu_decode.JpegDecoder`.
+    Each experience takes its transform (`resize` or `crop`, `benchmarks.crops`).
     """
+    if gpu_decode:
+        check_crop_decode(entries, transform)
     experiences = load_experiences(entries, seed=seed, test_fraction=test_fraction,
                                    val_fraction=val_fraction,
-                                   max_dropped_fraction=max_dropped_fraction)
+                                   max_dropped_fraction=max_dropped_fraction, val_of=val_of,
+                                   split=split, transform=transform)
     if gpu_decode:
         check_jpeg(experiences)
     short_side = eval_resize(image_size)
     if cache is not None and cache.short_side != short_side:
         raise ValueError(f"cache holds short side {cache.short_side}, need {short_side}")
-    shards = [cache.shard(e.table["file"].tolist(), e.name) if cache else None
-              for e in experiences]
-    tfs = make_transforms(image_size, crop_scale, cached=cache is not None)
-    if not augment:
-        tfs = TransformGroups({"train": tfs["eval"], "eval": tfs["eval"]})
+    shards = [cache.shard(e.table["file"].tolist(), e.name,
+                          adaptive_resize if e.transform == "crop" else None)
+              if cache else None for e in experiences]
+    tfs = [experience_transforms(e, image_size, crop_scale, cache is not None, augment,
+                                 adaptive_resize, crop_eval) for e in experiences]
     streams = {
-        part_name: [make_dataset(e, part, tfs, short_side, shard, gpu_decode)
-                    for e, shard in zip(experiences, shards, strict=True)]
+        part_name: [make_dataset(e, part, tf, short_side, shard, gpu_decode)
+                    for e, tf, shard in zip(experiences, tfs, shards, strict=True)]
         for part_name, part in (("train", "train"), ("valid", "val"), ("test", "test"))
     }
     benchmark = with_task_labels(benchmark_from_datasets(**streams))

@@ -28,10 +28,13 @@ def check_data(config: dict, decode: bool = False, workers: int = 4) -> tuple[st
     data = config["data"]
     experiences = load_experiences(config["stream"], seed=config["seed"],
                                    test_fraction=data["test_fraction"],
-                                   val_fraction=data["val_fraction"])
+                                   val_fraction=data["val_fraction"],
+                                   val_of=data["val_fraction_of"], split=data["split"],
+                                   transform=data["transform"])
     limit = data["max_dropped_fraction"]
-    head = ["experience", "labelled", "usable", *HEADINGS.values(), "leakage removed",
-            "train", "val", "test", "ok"]
+    head = ["experience", "labelled", "usable", *HEADINGS.values(), "excluded",
+            "leakage removed", "train", "val", "test", "split by", "references (train/val/test)",
+            "ok"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []
     all_ok = True
@@ -48,10 +51,20 @@ def check_data(config: dict, decode: bool = False, workers: int = 4) -> tuple[st
         cells = [by_kind[k] for k in DROP_KINDS]
         if not decode:
             cells[-1] = "not checked (--decode)"
-        row = [exp.name, c["labelled"], c["usable"], *cells, c["removed_for_leakage"],
-               c["train"], c["val"], c["test"],
+        refs = c["references"]
+        row = [exp.name, c["labelled"], c["usable"], *cells, c["excluded"],
+               c["removed_for_leakage"], c["train"], c["val"], c["test"], c["split_by"],
+               "/".join(str(refs[p]) for p in ("train", "val", "test")) if refs else "—",
                "yes" if ok else f"NO: {bad / c['labelled']:.1%} unusable > {limit:.1%}"]
         lines.append("| " + " | ".join(map(str, row)) + " |")
+        for reason, n in c["excluded_by_reason"].items():
+            notes.append(f"  {exp.name}: {n} excluded by design ({reason}); not counted as "
+                         "dropped")
+        if c["references_shared"]:
+            notes.append(f"  WARNING {exp.name}: {c['references_shared']} reference image(s) "
+                         f"are in more than one split (split by {c['split_by']}): train and "
+                         "test share content, which flatters the test scores; use split_by: "
+                         "reference")
         for kind in DROP_KINDS:
             rows = exp.dropped[exp.dropped["kind"] == kind]
             for image_id, reason in zip(rows["image_id"][:EXAMPLES], rows["reason"][:EXAMPLES],

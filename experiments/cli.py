@@ -46,17 +46,21 @@ def default_run_dir(config_path: str, config: dict) -> Path:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from .grid import read_grid, report, run_grid, write_report
-    from .table import group_runs, mean_matrices, render
+    from .table import DEFAULT_SUMMARY, group_runs, mean_matrices, render
 
     results, failures = run_grid(args.file, args.out, args.overrides, args.executor,
-                                 args.address)
+                                 args.address, args.base)
     for f in failures:
         print(f"FAILED {f.label} seed {f.seed} ({f.run_dir}): {f.error}", file=sys.stderr)
     if not results:
         return 1
-    select = read_grid(args.file).get("select")
+    spec = read_grid(args.file)
+    select = spec.get("select")
+    columns = args.columns.split(",") if args.columns else spec.get("columns") or DEFAULT_SUMMARY
     text = report(results, select) if select else render(group_runs(results), args.metric,
-                                                         args.format)
+                                                         args.format, columns)
+    if spec.get("note") and not select:
+        text += "\n\n" + spec["note"].strip()
     print(text)
     if not select and args.format == "md":
         print(mean_matrices(group_runs(results), args.metric))
@@ -78,10 +82,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from .table import group_runs, load_runs, mean_matrices, render
+    from .table import DEFAULT_SUMMARY, group_runs, load_runs, mean_matrices, render
 
     groups = group_runs(load_runs(args.runs))
-    print(render(groups, args.metric, args.format))
+    columns = args.columns.split(",") if args.columns else DEFAULT_SUMMARY
+    print(render(groups, args.metric, args.format, columns))
     if args.format == "md" and args.matrices:
         print(mean_matrices(groups, args.metric))
     return 0
@@ -111,9 +116,17 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
+    started = time.time()
+    if args.biqa:
+        from benchmarks.demo_biqa import make_biqa_demo
+
+        counts = make_biqa_demo(args.dir, scale=args.scale, seed=args.seed)
+        print(f"wrote the six BIQA stand-ins under {args.dir}: "
+              + ", ".join(f"{k} ({v})" for k, v in counts.items())
+              + f" in {time.time() - started:.1f} s")
+        return 0
     from benchmarks.demo_data import make_demo_data
 
-    started = time.time()
     counts = make_demo_data(args.dir, n_ava=args.n_ava, n_eva=args.n_eva, seed=args.seed)
     print(f"wrote {args.dir}/EVA ({counts['EVA']} images) and {args.dir}/AVA "
           f"({counts['AVA']} images) in {time.time() - started:.1f} s")
@@ -149,6 +162,11 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+COLUMNS_HELP = ("summary columns, comma-separated, from ACC, mSRCC, BWT, FWT, forgetting, mPI, "
+                "mSI, mPSI, mPSR (default ACC,BWT,FWT,forgetting,mPSI; a grid file may set "
+                "`columns:`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iqacl", description="Continual-learning benchmarks for "
                                 "image aesthetics / quality assessment (Avalanche).")
@@ -174,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", help="a Markdown file to write the table into")
     g.add_argument("--marker", default="table", help="the <!-- marker:start/end --> block")
     g.add_argument("--heatmap", help="a PNG of the first row's mean matrix (e.g. for a README)")
+    g.add_argument("--columns", help=COLUMNS_HELP)
+    g.add_argument("--base", help="a base config other than the grid file's `base`")
     g.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: one run after another; ray: each run a Ray task (needs .[ray])")
     g.add_argument("--address", default=None,
@@ -186,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=["md", "latex", "csv"], default="md")
     t.add_argument("--metric", choices=["srcc", "plcc", "krcc"], default="srcc")
     t.add_argument("--matrices", action="store_true", help="also the mean matrix per row")
+    t.add_argument("--columns", help=COLUMNS_HELP)
     t.set_defaults(fn=cmd_table)
 
     p_ = sub.add_parser("predict", help="score images with a finished run's model")
@@ -210,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-ava", type=int, default=600)
     d.add_argument("--n-eva", type=int, default=360)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--biqa", action="store_true",
+                   help="write stand-ins of LIVE, CSIQ, BID, CLIVE, KonIQ-10k and KADID-10k "
+                        "in their real layouts instead (the continual-BIQA protocol)")
+    d.add_argument("--scale", type=float, default=1.0, help="with --biqa: images x this")
     d.set_defaults(fn=cmd_demo_data)
 
     m = sub.add_parser("models", help="backbones: parameters and CPU inference time")

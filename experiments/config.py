@@ -24,8 +24,13 @@ DEFAULTS: dict[str, Any] = {
     ],
     "data": {
         "image_size": 224,
-        "test_fraction": 0.2,   # where a dataset has no official test split
-        "val_fraction": 0.1,    # carved from the training part
+        "test_fraction": 0.2,   # where a dataset has no official test split or lists
+        "val_fraction": 0.1,    # of what the test split leaves, or of all (val_fraction_of)
+        "val_fraction_of": "rest",  # "rest" (today's) or "all": 0.7 / 0.1 / 0.2 exactly
+        "split": 1,             # fills {k} in split-list paths (the field's splits 1..10)
+        "transform": "",        # "" = each entry's (default by format) | resize | crop
+        "adaptive_resize": 0,   # crop: short side to N when both sides exceed N (0: off)
+        "crop_eval": "whole",   # crop: evaluate the whole image, or "five_crop" (mean)
         "crop_scale": [0.5, 1.0],
         "num_workers": 0,       # DataLoader worker processes (also decode the image cache)
         "cache": False,         # decode + resize each image once into data.cache_dir
@@ -79,9 +84,13 @@ STREAM_ENTRY: dict[str, Any] = {
     "name": "", "format": "", "root": "",
     "labels": None,          # label file, relative to root; each format has a default
     "scale": None,           # [low, high] of the scores; needed for csv and json
-    "split_by": None,        # "category": one experience per EVA content category
+    "split_by": None,        # reference | image | category (EVA: one experience each);
+                             # default: by reference where the dataset has references
+    "splits": None,          # {train: F, val: F, test: F}: the field's split lists
+    "direction": None,       # list: higher_better | lower_better
+    "transform": None,       # resize | crop (default by format)
     "test_fraction": None,   # overrides data.test_fraction for this entry
-    "official_split": True,  # use AVA's generic_test.jpgl when present
+    "official_split": True,  # AVA's generic_test.jpgl, KonIQ's sets file, when present
     "columns": None,         # csv: {id: ..., score: ..., path: ...}
     "delimiter": None,       # csv: default ","
 }
@@ -218,6 +227,21 @@ def validate(config: dict) -> None:
               and config["model"]["cache_features"]), "data.decode",
          "= 'gpu' is not needed with cached features (each image is decoded once); "
          "use data.decode=cpu"),
+        (config["data"]["val_fraction_of"] in ("rest", "all"), "data.val_fraction_of",
+         "must be 'rest' or 'all'"),
+        (config["data"]["test_fraction"] + config["data"]["val_fraction"] < 1
+         or config["data"]["val_fraction_of"] == "rest", "data.val_fraction",
+         "+ data.test_fraction must be below 1 with val_fraction_of=all"),
+        (config["data"]["split"] >= 1, "data.split", "must be 1 or more"),
+        (config["data"]["transform"] in ("", "resize", "crop"), "data.transform",
+         "must be '', 'resize' or 'crop'"),
+        (config["data"]["adaptive_resize"] >= 0, "data.adaptive_resize", "must be 0 or more"),
+        (config["data"]["crop_eval"] in ("whole", "five_crop"), "data.crop_eval",
+         "must be 'whole' or 'five_crop'"),
+        (not (config["data"]["crop_eval"] == "five_crop" and config["model"]["freeze_backbone"]
+              and config["model"]["cache_features"]), "data.crop_eval",
+         "= 'five_crop' scores the mean over crops, which cached features cannot; use "
+         "model.cache_features=false or data.crop_eval=whole"),
         (config["eval"]["plcc_fit"] in ("none", "logistic"), "eval.plcc_fit",
          "must be 'none' or 'logistic'"),
         (config["model"]["heads"] in ("shared", "per_task"), "model.heads",
@@ -233,6 +257,9 @@ def validate(config: dict) -> None:
         if tf is not None and not 0 < tf < 1:
             raise UserError(f"stream entry {i} ('{entry['name']}'): test_fraction must be in "
                             "(0, 1)")
-        if entry.get("split_by") not in (None, "category"):
+        if entry.get("split_by") not in (None, "category", "reference", "image"):
             raise UserError(f"stream entry {i} ('{entry['name']}'): split_by must be "
-                            "'category' or absent")
+                            "'reference', 'image', 'category' or absent")
+        if entry.get("transform") not in (None, "resize", "crop"):
+            raise UserError(f"stream entry {i} ('{entry['name']}'): transform must be "
+                            "'resize' or 'crop'")

@@ -12,6 +12,8 @@ A grid file (YAML):
       - {label: naive (per-task heads), overrides: [model.heads=per_task]}
     select: strategy.name                   # optional: mark the best variant per value
                                             # of this key, by validation ACC (SRCC)
+    columns: [mSRCC, mPI, mSI, mPSI, mPSR]  # optional: the table's summary columns
+    note: "text printed under the table"    # optional
     ray: {num_cpus: 1, num_gpus: 0, max_retries: 1}   # per run, with --executor ray
 
 Runs whose `results.json` exists are skipped, so a grid re-launched after a
@@ -49,7 +51,8 @@ def read_grid(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"grid file {path} not found")
     spec = yaml.safe_load(path.read_text()) or {}
-    valid = {"base", "overrides", "seeds", "grid", "variants", "select", "ray"}
+    valid = {"base", "overrides", "seeds", "grid", "variants", "select", "ray", "columns",
+             "note"}
     unknown = sorted(set(spec) - valid)
     if unknown:
         raise UserError(f"{path}: unknown key '{unknown[0]}'; valid: {sorted(valid)}")
@@ -77,12 +80,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
-def grid_jobs(path: str | Path, out: str | Path, extra: list[str] = ()) -> tuple[dict,
-                                                                                list[Job]]:
-    """The grid's runs, every config validated before the first (long) run starts."""
+def grid_jobs(path: str | Path, out: str | Path, extra: list[str] = (),
+              base: str | None = None) -> tuple[dict, list[Job]]:
+    """The grid's runs, every config validated before the first (long) run starts.
+
+    `base`: another base config than the grid file's (the same table on other data)."""
     from strategies.registry import check_hyperparameters
 
     spec = read_grid(path)
+    if base:
+        spec["base"] = base
     jobs = []
     for variant in spec["variants"]:
         for seed in spec["seeds"]:
@@ -99,12 +106,13 @@ def grid_jobs(path: str | Path, out: str | Path, extra: list[str] = ()) -> tuple
 
 
 def run_grid(path: str | Path, out: str | Path, extra: list[str] = (), executor: str = "local",
-             address: str | None = None) -> tuple[list[dict], list[Failure]]:
+             address: str | None = None, base: str | None = None
+             ) -> tuple[list[dict], list[Failure]]:
     """Run every variant x seed (skipping finished ones); return results and failures.
 
     `executor="ray"` hands each run to Ray as a task (experiments/ray_executor.py).
     """
-    spec, jobs = grid_jobs(path, out, extra)
+    spec, jobs = grid_jobs(path, out, extra, base)
     if executor == "ray":
         from .ray_executor import run_on_ray
 

@@ -164,6 +164,9 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "experiences": names,
         "task_labels": [e.task_label for e in stream.experiences],
         "scales": {e.name: list(e.scale) for e in stream.experiences},
+        # Per experience: where its scores came from and how its images were seen.
+        "labels": {e.name: e.label_info for e in stream.experiences},
+        "transforms": {e.name: transform_info(e, config["data"]) for e in stream.experiences},
         **compute_results(test, plcc_fit, protocol),
         "validation": ({"matrices": {m: val.matrix(m, plcc_fit) for m in CORRELATIONS}}
                        if val is not None and val.stages else None),
@@ -172,6 +175,8 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "dropped_by_reason": {k: sum(e.dropped_by_kind()[k] for e in stream.experiences)
                               for k in DROP_KINDS},
         "unreadable": int(sum(e.counts()["unreadable"] for e in stream.experiences)),
+        # Left out by design (reference copies, training images, in no split list).
+        "excluded": {e.name: e.excluded_by_reason() for e in stream.experiences},
         # Ids in an official test list that the label file lacks (AVA): a few of each.
         "official_test_unlabelled": {e.name: e.official_unlabelled[:10]
                                      for e in stream.experiences if e.official_unlabelled},
@@ -186,6 +191,21 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
     if config["log"]["plots"]:
         write_plots(results, out)
     return results
+
+
+def transform_info(exp: ExperienceData, data: dict) -> dict:
+    """How an experience's images were trained and evaluated (results.json)."""
+    size = data["image_size"]
+    if exp.transform == "crop":
+        adaptive = data["adaptive_resize"]
+        prep = f"adaptive resize {adaptive}, " if adaptive else ""
+        evaluation = ("whole image" if data["crop_eval"] == "whole" else
+                      f"mean over five {size} px crops (corners, centre)")
+        return {"transform": "crop", "adaptive_resize": adaptive,
+                "train": f"{prep}random {size} px crop at native resolution, flip",
+                "eval": f"{prep}{evaluation}"}
+    return {"transform": "resize", "train": f"random resized crop to {size} px, flip",
+            "eval": f"resize to {round(size * 8 / 7)}, centre crop {size}"}
 
 
 def write_plots(results: dict, out: Path) -> None:

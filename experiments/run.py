@@ -83,7 +83,9 @@ def stream_from_config(config: dict) -> Stream:
                         crop_scale=data["crop_scale"],
                         max_dropped_fraction=data["max_dropped_fraction"], cache=cache,
                         augment=not config["model"]["freeze_backbone"],
-                        gpu_decode=data["decode"] == "gpu")
+                        gpu_decode=data["decode"] == "gpu", val_of=data["val_fraction_of"],
+                        split=data["split"], transform=data["transform"],
+                        adaptive_resize=data["adaptive_resize"], crop_eval=data["crop_eval"])
 
 
 def model_from_config(config: dict) -> torch.nn.Module:

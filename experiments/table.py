@@ -141,12 +141,24 @@ def memory_of(result: dict) -> float | None:
     return None if mem is None else mem.get("extra_bytes", 0) / 2**20
 
 
-def rows(groups: list[Group], metric: str) -> tuple[list[str], list[dict]]:
+# Summary columns a table can show, by name -> results.json summary key. mSRCC is
+# BIQA_CL's name for the ACC of the SRCC matrix (mean final SRCC).
+SUMMARY_COLUMNS = {"ACC": "acc", "mSRCC": "acc", "BWT": "bwt", "FWT": "fwt",
+                   "forgetting": "forgetting", "mPI": "mpi", "mSI": "msi", "mPSI": "mpsi",
+                   "mPSR": "mpsr"}
+DEFAULT_SUMMARY = ("ACC", "BWT", "FWT", "forgetting", "mPSI")
+
+
+def rows(groups: list[Group], metric: str,
+         summary: tuple[str, ...] | list[str] = DEFAULT_SUMMARY) -> tuple[list[str], list[dict]]:
     """Column names and, per group, a dict column -> (mean, std) | None | str."""
+    unknown = [c for c in summary if c not in SUMMARY_COLUMNS]
+    if unknown:
+        raise UserError(f"unknown table column {unknown[0]}; choose from "
+                        f"{list(SUMMARY_COLUMNS)}")
     names = groups[0].first["experiences"]
-    cols = ["strategy", "task labels", *[f"final {n}" for n in names], "ACC", "BWT", "FWT",
-            "forgetting", "mPSI", "intransigence", "wall time (s)", "extra memory (MiB)",
-            "seeds"]
+    cols = ["strategy", "task labels", *[f"final {n}" for n in names], *summary,
+            "intransigence", "wall time (s)", "extra memory (MiB)", "seeds"]
     out = []
     for g in groups:
         s = [r["summary"][metric] for r in g.runs]
@@ -154,9 +166,8 @@ def rows(groups: list[Group], metric: str) -> tuple[list[str], list[dict]]:
                "_task_aware": g.first["uses_task_labels"]}
         for j, n in enumerate(names):
             row[f"final {n}"] = mean_std([r["matrices"][metric][-1][j] for r in g.runs])
-        for col, key in (("ACC", "acc"), ("BWT", "bwt"), ("FWT", "fwt"),
-                         ("forgetting", "forgetting"), ("mPSI", "mpsi")):
-            row[col] = mean_std([x[key] for x in s])
+        for col in summary:
+            row[col] = mean_std([x.get(SUMMARY_COLUMNS[col]) for x in s])
         joint = _joint_for(g, groups) if g.first["protocol"] == "stream" else None
         if joint is not None:
             joint_row = np.mean([r["matrices"][metric][0] for r in joint.runs], axis=0)
@@ -174,8 +185,8 @@ def rows(groups: list[Group], metric: str) -> tuple[list[str], list[dict]]:
     return cols, out
 
 
-HIGHER_IS_BETTER = {"ACC": True, "BWT": True, "FWT": True, "forgetting": False,
-                    "mPSI": True, "intransigence": False}
+HIGHER_IS_BETTER = {**dict.fromkeys(SUMMARY_COLUMNS, True), "forgetting": False,
+                    "intransigence": False}
 
 
 def _best(rows_: list[dict], col: str) -> set[int]:
@@ -198,8 +209,9 @@ def _digits(col: str) -> int:
     return {"wall time (s)": 0, "extra memory (MiB)": 2}.get(col, 3)
 
 
-def render(groups: list[Group], metric: str = "srcc", fmt: str = "md") -> str:
-    cols, body = rows(groups, metric)
+def render(groups: list[Group], metric: str = "srcc", fmt: str = "md",
+           summary: tuple[str, ...] | list[str] = DEFAULT_SUMMARY) -> str:
+    cols, body = rows(groups, metric, summary)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)

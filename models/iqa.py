@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from avalanche.models import MultiTaskModule
 from torch import nn
 
+from benchmarks.crops import ImageList, map_images
 from benchmarks.errors import UserError
 
 from .backbones import build_backbone
@@ -83,7 +84,14 @@ class BackboneMixin:
         return normalise_uint8(x) if x.dtype == torch.uint8 else x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, ImageList):  # whole images of several sizes: per size group
+            return map_images(self.features, x)
         return x if x.dim() == 2 else self.backbone(self.as_input(x))
+
+    @staticmethod
+    def crops_of(x: torch.Tensor) -> int:
+        """Crops per image in a (B, K, 3, H, W) batch (the five-crop evaluation), else 0."""
+        return x.shape[1] if not isinstance(x, ImageList) and x.dim() == 5 else 0
 
     def freeze_backbone(self) -> None:
         """Linear probe: no gradients into the backbone, BatchNorm statistics fixed."""
@@ -108,6 +116,8 @@ class IQAModel(BackboneMixin, nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if k := self.crops_of(x):  # the score of an image: the mean over its crops
+            return self.forward(x.flatten(0, 1)).view(-1, k).mean(1)
         return self.head(self.features(x))
 
 
@@ -139,6 +149,10 @@ class MultiHeadIQAModel(BackboneMixin, MultiTaskModule):
         return self.heads[str(task_label)](self.features(x))
 
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
+        if k := self.crops_of(x):  # the score of an image: the mean over its crops
+            labels = task_labels if isinstance(task_labels, int) else \
+                task_labels.repeat_interleave(k)
+            return self.forward(x.flatten(0, 1), labels).view(-1, k).mean(1)
         if isinstance(task_labels, int):
             return self.forward_single_task(x, task_labels)
         out = torch.empty(x.shape[0], device=x.device)

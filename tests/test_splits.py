@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.errors import UserError
-from benchmarks.splits import make_splits
+from benchmarks.splits import SplitRequest, make_splits
 
 EVA_IDS = [str(i) for i in range(100, 160)]
 AVA_IDS = [str(i) for i in range(100, 300)]  # EVA is a subset of AVA, as in reality
@@ -13,7 +13,8 @@ AVA_TEST = {str(i) for i in range(100, 300, 5)}
 
 
 def splits(seed=0, val=0.1):
-    return make_splits({"EVA": (EVA_IDS, None, 0.2), "AVA": (AVA_IDS, AVA_TEST, 0.2)},
+    return make_splits({"EVA": SplitRequest(EVA_IDS, 0.2),
+                        "AVA": SplitRequest(AVA_IDS, 0.2, official_test=AVA_TEST)},
                        seed=seed, val_fraction=val)
 
 
@@ -56,5 +57,6 @@ def test_validation_carved_from_training():
 def test_empty_train_is_an_error():
     with pytest.raises(UserError, match="no training image left"):
         # A's only training image is a test image of B: the guard removes it.
-        make_splits({"A": (["1", "2"], {"1"}, 0.2), "B": (["2", "3"], {"2"}, 0.5)}, seed=0,
+        make_splits({"A": SplitRequest(["1", "2"], 0.2, official_test={"1"}),
+                     "B": SplitRequest(["2", "3"], 0.5, official_test={"2"})}, seed=0,
                     val_fraction=0.0)
