@@ -35,7 +35,7 @@ import torch
 from torchvision.transforms import functional as F
 
 from .errors import UserError
-from .images import load_rgb
+from .images import NativeResize, adaptive_size, load_rgb
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -60,16 +60,12 @@ def decode_resized(path: str, short_side: int) -> np.ndarray:
 def decode_native(path: str, adaptive: int) -> np.ndarray:
     """(H, W, 3) uint8 at the file's own resolution (after the adaptive resize, if any):
     what the crop transform needs. No reduced-size JPEG decoding here."""
-    from .crops import NativeResize
-
     return np.asarray(NativeResize(adaptive)(load_rgb(path)))
 
 
 def native_bytes(path: str, adaptive: int) -> int:
     """The bytes an image takes in a native shard, from its header (no decoding)."""
     from PIL import Image
-
-    from .crops import adaptive_size
 
     try:
         with Image.open(path) as img:

@@ -17,44 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from .cache import collate_rest
+from .images import NativeResize, at_least
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVAL_MODES = ("whole", "five_crop")
-
-
-def adaptive_size(width: int, height: int, n: int) -> tuple[int, int]:
-    """BIQA_CL's AdaptiveResize(n): short side to n only when both sides exceed n."""
-    if not n or width <= n or height <= n:
-        return width, height
-    k = n / min(width, height)
-    return (n, round(height * k)) if width <= height else (round(width * k), n)
-
-
-def at_least(width: int, height: int, size: int) -> tuple[int, int]:
-    """Upscaled just enough that a crop of `size` fits (unchanged if it already does)."""
-    short = min(width, height)
-    if short >= size:
-        return width, height
-    k = size / short
-    return max(size, round(width * k)), max(size, round(height * k))
-
-
-class NativeResize:
-    """PIL image -> adaptive resize, then (for crops) at least `size` on the short side."""
-
-    def __init__(self, adaptive: int = 0, size: int = 0):
-        self.adaptive, self.size = adaptive, size
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        w, h = adaptive_size(*img.size, self.adaptive)
-        if self.size:
-            w, h = at_least(w, h, self.size)
-        return img if (w, h) == img.size else img.resize((w, h), Image.Resampling.BICUBIC)
 
 
 def crop_transforms(image_size: int, adaptive: int = 0, eval_mode: str = "whole",

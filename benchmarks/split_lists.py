@@ -35,11 +35,15 @@ def assign_parts(entry: dict, root: Path, table: LabelTable
                  ) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """id -> part from the lists, and the labelled ids no list names (excluded)."""
     labelled = set(table.frame["image_id"])
+    by_design = dict(table.excluded)
     parts: dict[str, str] = {}
     where: dict[str, str] = {}
     for part, file in split_files(entry, root).items():
         for item in read_list(file, root):
             image_id = item.path if table.path_ids else image_id_of(item.path)
+            if image_id in by_design:
+                raise UserError(f"{file}, line {item.line}: {item.path} is left out by design "
+                                f"({by_design[image_id]}); remove it from the list")
             if image_id not in labelled:
                 raise UserError(f"{file}, line {item.line}: {item.path} is not in the label "
                                 f"file {table.source}; the list and the labels are from "

@@ -13,6 +13,7 @@ relative to their own root never share an image by id).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,7 @@ class SplitRequest:
     groups: dict[str, str] | None = None  # id -> reference; drawn by reference if given
     by_reference: bool = True  # False: drawn by image though there are references
     namespace: str = ""
+    fixed_by: str = "list"  # what `fixed` came from: list | official
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
@@ -68,33 +70,37 @@ def _sample_n(units: list[str], k: int, rng: np.random.Generator) -> set[str]:
     return set(rng.choice(np.array(units, dtype=object), size=k, replace=False).tolist())
 
 
-def _draw(name: str, req: SplitRequest, seed: int, val_fraction: float,
-          val_of: str) -> tuple[dict[str, set[str]], str]:
-    """Part -> ids for one experience, before the cross-experience guard."""
+def _units(req: SplitRequest) -> tuple[list[str], Callable[[str], str]]:
+    """What is drawn (references, or images) and each image's unit."""
     ids = sorted(req.ids)
-    if req.fixed is not None:
-        parts = {p: {i for i in ids if req.fixed.get(i) == p} for p in PARTS}
-        return parts, "list"
-    grouped = req.groups is not None and req.by_reference
-    # The units drawn: references (content groups) or images.
-    units = sorted({req.groups[i] for i in ids}) if grouped else ids
+    if req.groups is not None and req.by_reference:
+        return sorted({req.groups[i] for i in ids}), req.groups.__getitem__
+    return ids, lambda i: i
+
+
+def _draw_test(name: str, req: SplitRequest, seed: int) -> set[str]:
+    units, unit = _units(req)
     if req.official_test is not None:
-        test_units = set(ids) & req.official_test
-    else:
-        test_units = _sample(units, req.test_fraction, _rng(seed, name + "/test"))
-    rest = [u for u in units if u not in test_units]
+        return set(req.ids) & req.official_test
+    chosen = _sample(units, req.test_fraction, _rng(seed, name + "/test"))
+    return {i for i in req.ids if unit(i) in chosen}
+
+
+def _draw_val(name: str, req: SplitRequest, test: set[str], elsewhere: set[str], seed: int,
+              val_fraction: float, val_of: str) -> set[str]:
+    """Validation ids, drawn from what neither this test split nor the leakage guard takes."""
+    units, unit = _units(req)
+    taken = {unit(i) for i in test}
+    # Units whose every image is another experience's test image cannot be validation.
+    free = {unit(i) for i in req.ids if unit(i) not in taken and i not in elsewhere}
+    rest = [u for u in units if u in free]
     if val_of == "all":  # val_fraction of the whole experience (70 / 10 / 20)
         k = int(round(val_fraction * len(units))) if val_fraction > 0 else 0
         k = min(max(k, 1), len(rest) - 1) if val_fraction > 0 and len(rest) > 1 else k
-        val_units = _sample_n(rest, k, _rng(seed, name + "/val"))
+        chosen = _sample_n(rest, k, _rng(seed, name + "/val"))
     else:  # val_fraction of what the test split leaves (the default)
-        val_units = _sample(rest, val_fraction, _rng(seed, name + "/val"))
-    unit = (lambda i: req.groups[i]) if grouped else (lambda i: i)
-    parts = {"test": {i for i in ids if unit(i) in test_units},
-             "val": {i for i in ids if unit(i) in val_units}}
-    parts["train"] = set(ids) - parts["test"] - parts["val"]
-    by = "official" if req.official_test is not None else ("reference" if grouped else "image")
-    return parts, by
+        chosen = _sample(rest, val_fraction, _rng(seed, name + "/val"))
+    return {i for i in req.ids if unit(i) in chosen and i not in elsewhere}
 
 
 def make_splits(requests: dict[str, SplitRequest], seed: int, val_fraction: float,
@@ -105,10 +111,27 @@ def make_splits(requests: dict[str, SplitRequest], seed: int, val_fraction: floa
     whole experience, so 0.7 / 0.1 / 0.2 are exact). Id lists are sorted, so they are
     deterministic given the seed.
     """
-    drawn = {name: _draw(name, req, seed, val_fraction, val_of)
-             for name, req in requests.items()}
-    all_test = {(requests[n].namespace, i) for n, (parts, _) in drawn.items()
-                for i in parts["test"]}
+    tests, by = {}, {}
+    for name, req in requests.items():
+        if req.fixed is not None:
+            tests[name] = {i for i in req.ids if req.fixed.get(i) == "test"}
+            by[name] = req.fixed_by
+        else:
+            tests[name] = _draw_test(name, req, seed)
+            grouped = req.groups is not None and req.by_reference
+            by[name] = ("official" if req.official_test is not None else
+                        "reference" if grouped else "image")
+    all_test = {(requests[n].namespace, i) for n, t in tests.items() for i in t}
+    drawn = {}
+    for name, req in requests.items():
+        test = tests[name]
+        elsewhere = {i for i in req.ids if (req.namespace, i) in all_test} - test
+        if req.fixed is not None:
+            val = {i for i in req.ids if req.fixed.get(i) == "val"}
+        else:
+            val = _draw_val(name, req, test, elsewhere, seed, val_fraction, val_of)
+        train = set(req.ids) - test - val
+        drawn[name] = ({"train": train, "val": val, "test": test}, by[name])
     splits = {}
     for name, (parts, by) in drawn.items():
         req = requests[name]

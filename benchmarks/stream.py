@@ -214,6 +214,7 @@ def entry_transform(entry: dict, override: str = "") -> str:
 
 def _request(entry: dict, table: LabelTable, frame: pd.DataFrame, ids: list[str],
              fixed: dict[str, str] | None, test_fraction: float) -> SplitRequest:
+    fixed_by = "list" if entry.get("splits") else "official"
     split_by = entry.get("split_by")
     if split_by == "reference" and not table.has_refs:
         raise UserError(f"stream entry '{entry['name']}': split_by: reference, but "
@@ -225,7 +226,8 @@ def _request(entry: dict, table: LabelTable, frame: pd.DataFrame, ids: list[str]
         groups = {i: refs[i] for i in ids}
     namespace = str(Path(entry["root"]).expanduser().resolve()) if table.path_ids else ""
     return SplitRequest(ids, entry.get("test_fraction") or test_fraction,
-                        table.official_test, fixed, groups, split_by != "image", namespace)
+                        table.official_test, fixed, groups, split_by != "image", namespace,
+                        fixed_by)
 
 
 def load_experiences(entries: Sequence[dict], *, seed: int = 0, test_fraction: float = 0.2,

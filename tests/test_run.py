@@ -46,7 +46,7 @@ def test_results_json_has_matrices_and_summaries(finished_run):
                                                         results["matrices"][m])
         assert len(results["initial"][m]) == 2
         assert set(results["summary"][m]) == {"acc", "bwt", "fwt", "forgetting", "mpi", "msi",
-                                              "mpsi"}
+                                              "mpsi", "mpsr"}
     assert results["versions"]["avalanche-lib"] == "0.6.0"
     assert len(results["train_loss"]) == 2 and len(results["train_loss"][0]) == 3
     assert results["counts"]["AVA"]["test"] == 40  # generic_test.jpgl: 200 // 5

@@ -142,13 +142,17 @@ def frame_of(ids, scores, refs=None, stds=None) -> pd.DataFrame:
 
 
 def quality_table(entry: dict, frame: pd.DataFrame, scale: tuple[float, float],
-                  source: Path, column: str, direction: str, **extra) -> LabelTable:
-    """The table of a quality dataset: path ids, duplicates refused, provenance recorded."""
+                  source: Path, column: str, direction: str, where: list[str] | None = None,
+                  **extra) -> LabelTable:
+    """The table of a quality dataset: path ids, duplicates refused, provenance recorded.
+
+    `where[i]`: how the file names frame row i (`row 12`, `line 40`, `dmos[7]`)."""
     dup = frame["image_id"].duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise UserError(f"{source}, row {row + 1}: image {frame['image_id'].iloc[row]} is "
-                        "listed twice; remove the duplicated row")
+        at = where[row] if where else f"entry {row + 1}"
+        raise UserError(f"{source}, {at}: image {frame['image_id'].iloc[row]} is listed "
+                        "twice; remove the duplicated entry")
     info = {"file": str(source), "column": column, "direction": direction,
             "scale": list(scale)}
     if direction == "lower_better":

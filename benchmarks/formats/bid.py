@@ -27,4 +27,5 @@ def read_bid(entry: dict, root: Path) -> LabelTable:
         lines.append(r + 1)
     scale = tuple(entry.get("scale") or SCALE)
     values = check_values(mos, scale, source, GRADE, lambda i: f"row {lines[i]}")
-    return quality_table(entry, frame_of(ids, values), scale, source, GRADE, "higher_better")
+    return quality_table(entry, frame_of(ids, values), scale, source, GRADE, "higher_better",
+                         [f"row {n}" for n in lines])

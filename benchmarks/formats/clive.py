@@ -30,5 +30,6 @@ def read_clive(entry: dict, root: Path) -> LabelTable:
                      stds=None if std is None else std[TRAINING:])
     excluded = [(f"Images/trainingImages/{n}", "training image (Images/trainingImages)")
                 for n in names[:TRAINING]]
+    where = [f"AllImages_release[{i + 1}]" for i in range(TRAINING, len(names))]
     return quality_table(entry, frame, scale, source, "AllMOS_release", "higher_better",
-                         excluded=excluded)
+                         where, excluded=excluded)

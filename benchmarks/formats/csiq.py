@@ -44,4 +44,5 @@ def read_csiq(entry: dict, root: Path) -> LabelTable:
     scale = tuple(entry.get("scale") or SCALE)
     values = check_values(dmos, scale, source, "dmos", lambda i: f"row {lines[i]}")
     frame = frame_of(ids, flip(values, scale), refs, stds)
-    return quality_table(entry, frame, scale, source, "dmos", "lower_better")
+    return quality_table(entry, frame, scale, source, "dmos", "lower_better",
+                         [f"row {n}" for n in lines])

@@ -19,8 +19,9 @@ def read_kadid(entry: dict, root: Path) -> LabelTable:
     raw = read_csv_columns(source, ["dist_img", "ref_img", "dmos", "var"])
     scale = tuple(entry.get("scale") or SCALE)
     dmos = check_values(numbers(raw, "dmos", source), scale, source, "dmos",
-                        lambda i: f"line {i + 2}")
+                        lambda i: f"line {raw['line'].iloc[i]}")
     std = np.sqrt(np.clip(numbers(raw, "var", source).to_numpy(), 0, None))
     frame = frame_of([f"images/{n.strip()}" for n in raw["dist_img"]], dmos,
                      [r.strip() for r in raw["ref_img"]], std)
-    return quality_table(entry, frame, scale, source, "dmos", "higher_better")
+    return quality_table(entry, frame, scale, source, "dmos", "higher_better",
+                         [f"line {n}" for n in raw["line"]])

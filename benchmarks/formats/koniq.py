@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import UserError
@@ -18,7 +19,8 @@ SETS = {"training": "train", "validation": "val", "test": "test"}
 
 def read_csv_columns(source: Path, columns: list[str]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(source, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                            skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: cannot parse as CSV ({exc}); re-download it") from None
     frame.columns = [c.strip() for c in frame.columns]
@@ -26,15 +28,18 @@ def read_csv_columns(source: Path, columns: list[str]) -> pd.DataFrame:
     if missing:
         raise UserError(f"{source}, line 1: column(s) {missing} not in the header "
                         f"{list(frame.columns)[:12]}; this is not the dataset's own file")
-    return frame
+    # Blank lines are kept by the parser so that each row knows its line in the file.
+    frame["line"] = np.arange(2, len(frame) + 2)
+    blank = (frame[columns] == "").all(axis=1)
+    return frame[~blank].reset_index(drop=True)
 
 
 def numbers(frame: pd.DataFrame, column: str, source: Path) -> pd.Series:
     values = pd.to_numeric(frame[column], errors="coerce")
     if values.isna().any():
         i = int(values.isna().to_numpy().nonzero()[0][0])
-        raise UserError(f"{source}, line {i + 2}: {column} '{frame[column].iloc[i]}' is not a "
-                        "number; fix or remove that line")
+        raise UserError(f"{source}, line {frame['line'].iloc[i]}: {column} "
+                        f"'{frame[column].iloc[i]}' is not a number; fix or remove that line")
     return values
 
 
@@ -46,7 +51,7 @@ def read_koniq(entry: dict, root: Path) -> LabelTable:
     raw = read_csv_columns(source, ["image_name", "MOS", "SD"])
     scale = tuple(entry.get("scale") or SCALE)
     mos = check_values(numbers(raw, "MOS", source), scale, source, "MOS",
-                       lambda i: f"line {i + 2}")
+                       lambda i: f"line {raw['line'].iloc[i]}")
     ids = [f"{IMAGES}/{n.strip()}" for n in raw["image_name"]]
     frame = frame_of(ids, mos, stds=numbers(raw, "SD", source))
     parts = None
@@ -56,9 +61,9 @@ def read_koniq(entry: dict, root: Path) -> LabelTable:
         unknown = ~split["set"].isin(list(SETS))
         if unknown.any():
             i = int(unknown.to_numpy().nonzero()[0][0])
-            raise UserError(f"{sets}, line {i + 2}: set '{split['set'].iloc[i]}' is none of "
-                            f"{list(SETS)}")
+            raise UserError(f"{sets}, line {split['line'].iloc[i]}: set "
+                            f"'{split['set'].iloc[i]}' is none of {list(SETS)}")
         parts = {f"{IMAGES}/{n.strip()}": SETS[s] for n, s in
                  zip(split["image_name"], split["set"], strict=True)}
     return quality_table(entry, frame, scale, source, "MOS", "higher_better",
-                         official_parts=parts)
+                         [f"line {n}" for n in raw["line"]], official_parts=parts)

@@ -37,11 +37,12 @@ def _number(text: str) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def read_list(file: Path, root: Path) -> list[ListLine]:
+def read_list(file: Path, root: Path, what: str = "split list") -> list[ListLine]:
     """Every non-blank line of a list file; paths checked to stay inside `root`."""
     if not file.is_file():
-        raise UserError(f"split list {file} not found; check the entry's `splits` (paths "
-                        "are relative to the dataset root, `{k}` is data.split)")
+        key = "`splits` (paths are relative to the dataset root, `{k}` is data.split)" \
+            if what == "split list" else "`labels` (relative to the dataset root)"
+        raise UserError(f"{what} {file} not found; check the entry's {key}")
     text = file.read_bytes().decode("utf-8-sig", errors="replace")
     root = root.resolve()
     out = []
@@ -72,12 +73,10 @@ def read_list(file: Path, root: Path) -> list[ListLine]:
 @register_format("list", transform="crop")
 def read_list_labels(entry: dict, root: Path) -> LabelTable:
     """Labels from list files: `labels:`, else the union of the entry's `splits` lists."""
-    from ..split_lists import split_files
-
     if entry.get("labels"):
         files = [root / entry["labels"]]
     elif entry.get("splits"):
-        files = list(split_files(entry, root).values())
+        files = [root / f for f in entry["splits"].values()]
     else:
         raise UserError(f"stream entry '{entry['name']}': format 'list' needs `labels` (a "
                         "list file) or `splits`")
@@ -89,7 +88,7 @@ def read_list_labels(entry: dict, root: Path) -> LabelTable:
     scale = entry_scale(entry, source)
     seen: dict[str, ListLine] = {}
     for file in files:
-        for item in read_list(file, root):
+        for item in read_list(file, root, "label list" if entry.get("labels") else "split list"):
             if item.score is None:
                 raise UserError(f"{file}, line {item.line}: no score after the path; a "
                                 "label list needs `path<TAB>score`")
@@ -97,7 +96,12 @@ def read_list_labels(entry: dict, root: Path) -> LabelTable:
                 raise UserError(f"{file}, line {item.line}: score {item.score:g} is outside "
                                 f"the entry's scale [{scale[0]:g}, {scale[1]:g}]; fix the "
                                 "score or the `scale`")
-            seen.setdefault(item.path, item)
+            if item.path in seen:
+                first = seen[item.path]
+                raise UserError(f"{file}, line {item.line}: {item.path} is listed again "
+                                f"({first.file.name}, line {first.line}); an image has one "
+                                "score: remove the duplicate")
+            seen[item.path] = item
     items = list(seen.values())
     scores = np.array([i.score for i in items])
     if direction == "lower_better":

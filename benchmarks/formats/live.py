@@ -46,7 +46,7 @@ def read_live(entry: dict, root: Path) -> LabelTable:
                      [refs[i] for i in kept], None if std is None else std[kept])
     excluded = [(ids[i], "reference copy (orgs = 1)") for i in np.flatnonzero(ref)]
     return quality_table(entry, frame, scale, source, column, "lower_better",
-                         excluded=excluded)
+                         [f"{column}[{i + 1}]" for i in kept], excluded=excluded)
 
 
 def entry_paths(root: Path, n: int, source: Path) -> list[str]:

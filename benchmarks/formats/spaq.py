@@ -26,4 +26,5 @@ def read_spaq(entry: dict, root: Path) -> LabelTable:
         lines.append(r + 1)
     scale = tuple(entry.get("scale") or SCALE)
     values = check_values(mos, scale, source, "MOS", lambda i: f"row {lines[i]}")
-    return quality_table(entry, frame_of(ids, values), scale, source, "MOS", "higher_better")
+    return quality_table(entry, frame_of(ids, values), scale, source, "MOS", "higher_better",
+                         [f"row {n}" for n in lines])
