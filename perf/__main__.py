@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import __doc__ as DOC
+from .crops import crop_rows
 from .ewc import ewc_rows
 from .gpu import GPU_SIZES, gpu_rows
 from .loops import feature_rows, loader_rows, loop_rows
@@ -26,10 +27,11 @@ SIZES = {
     "full": {"photos": 480, "loop_size": 64, "probe_size": 128, "probe_epochs": 30,
              "probe_rounds": 3, "ewc_samples": 48, "ewc_size": 128, "ava_lines": 255_530,
              "eva_images": 4_070, "eva_votes": 137_000, "stream_rounds": 3,
-             "demo": (600, 360)},
+             "demo": (600, 360), "crop_images": 48, "crop_rounds": 5},
     "tiny": {"photos": 40, "loop_size": 48, "probe_size": 48, "probe_epochs": 2,
              "probe_rounds": 1, "ewc_samples": 4, "ewc_size": 48, "ava_lines": 2_000,
-             "eva_images": 100, "eva_votes": 3_000, "stream_rounds": 1, "demo": (40, 20)},
+             "eva_images": 100, "eva_votes": 3_000, "stream_rounds": 1, "demo": (40, 20),
+             "crop_images": 4, "crop_rounds": 1},
 }
 
 
@@ -44,6 +46,7 @@ def cpu_rows(work: Path, size: dict) -> list[Row]:
         lambda: loop_rows(photos, cache, size["loop_size"]),
         lambda: feature_rows(photos, cache, size["probe_size"], size["probe_epochs"], work,
                              size["probe_rounds"]),
+        lambda: crop_rows(work, size["crop_images"], rounds=size["crop_rounds"]),
         lambda: ewc_rows(size["ewc_samples"], size["ewc_size"]),
         lambda: stream_rows(work, size["ava_lines"], size["eva_images"], size["eva_votes"],
                             size["stream_rounds"]),

@@ -35,9 +35,12 @@ def table(rows: list[Row]) -> list[str]:
             result = f"out of reach here (bound {r.bound:.2f}×)"
         # Within 0.01 of its target, 2 decimals could show a failing ratio as the target.
         near = r.target is not None and not r.absolute and abs(r.ratio - r.target) < 0.01
-        lines.append(f"| {r.what} | {_fmt(r.figure)} {r.unit} | {_fmt(r.baseline)} {r.unit} | "
-                     f"{r.ratio:.{3 if near else 2}f}× | {_spread(r)} | {target} | {result} | "
-                     f"{r.note} |")
+        if not r.baseline:  # a figure with nothing to compare it with (a computed size)
+            base, ratio = "—", "—"
+        else:
+            base, ratio = f"{_fmt(r.baseline)} {r.unit}", f"{r.ratio:.{3 if near else 2}f}×"
+        lines.append(f"| {r.what} | {_fmt(r.figure)} {r.unit} | {base} | {ratio} | "
+                     f"{_spread(r)} | {target} | {result} | {r.note} |")
     return lines
 
 
@@ -119,6 +122,12 @@ NOTES = [
     "costs the main process about 13 ms per 256-image 224 px batch on the H100 machine: "
     "more than the card's 7.5 ms to evaluate it. GPU evaluations are timed several in a row, "
     "for more batches than a pool builds ahead while it waits (2 per worker).",
+    "- **Crop transform**: quality datasets (`transform: crop`) train on random crops at the "
+    "image's own resolution, from BMP and PNG files that have no reduced-size decoding, so "
+    "without the cache each epoch decodes every full-size file again. The native cache "
+    "(`data.cache` with crops) stores each image after the adaptive resize, uint8, and the "
+    "crop and flip are taken from it. The size row is computed from the six protocol "
+    "datasets' image counts and usual sizes (not measured: none of them is on this machine).",
     "- **Frozen backbone**: `model.freeze_backbone=true` (linear probe). With "
     "`model.cache_features=true` the backbone runs once per image and the head's epochs and "
     "the forgetting matrix reuse the features; the ratio grows with the number of epochs.",

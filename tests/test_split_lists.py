@@ -414,3 +414,13 @@ def test_mpsr_last_diagonal_is_no_denominator():
     # PSR_0 = 0.8; PSR_1 = -0.5 * (0.4 / 0.8) = -0.25; mPSR = 0.55 / 2 = 0.275
     assert mpsr(R) == pytest.approx(0.275)
     assert mpsr([[0.8, 0.1], [float("nan"), 0.5]]) is None
+
+
+def test_label_list_refuses_a_path_listed_twice(tmp_path):
+    jpeg(tmp_path / "a.png")
+    (tmp_path / "mylist.txt").write_text("a.png\t10\na.png\t90\n")
+    e = merge_entry({"name": "L", "format": "list", "root": str(tmp_path),
+                     "labels": "mylist.txt", "scale": [0, 100],
+                     "direction": "higher_better"}, 0)
+    with pytest.raises(UserError, match=r"mylist.txt, line 2: a.png is listed again"):
+        read_labels(e)
