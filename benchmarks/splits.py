@@ -90,16 +90,18 @@ def _draw_val(name: str, req: SplitRequest, test: set[str], elsewhere: set[str],
               val_fraction: float, val_of: str) -> set[str]:
     """Validation ids, drawn from what neither this test split nor the leakage guard takes."""
     units, unit = _units(req)
-    taken = {unit(i) for i in test}
-    # Units whose every image is another experience's test image cannot be validation.
-    free = {unit(i) for i in req.ids if unit(i) not in taken and i not in elsewhere}
-    rest = [u for u in units if u in free]
+    grouped = req.groups is not None and req.by_reference
+    taken = {unit(i) for i in test} if grouped else test
+    # Images that are another experience's test images are never validation.
+    rest = [u for u in units if u not in taken and u not in elsewhere]
     if val_of == "all":  # val_fraction of the whole experience (70 / 10 / 20)
         k = int(round(val_fraction * len(units))) if val_fraction > 0 else 0
         k = min(max(k, 1), len(rest) - 1) if val_fraction > 0 and len(rest) > 1 else k
         chosen = _sample_n(rest, k, _rng(seed, name + "/val"))
     else:  # val_fraction of what the test split leaves (the default)
         chosen = _sample(rest, val_fraction, _rng(seed, name + "/val"))
+    if not grouped:
+        return chosen
     return {i for i in req.ids if unit(i) in chosen and i not in elsewhere}
 
 
@@ -121,25 +123,25 @@ def make_splits(requests: dict[str, SplitRequest], seed: int, val_fraction: floa
             grouped = req.groups is not None and req.by_reference
             by[name] = ("official" if req.official_test is not None else
                         "reference" if grouped else "image")
-    all_test = {(requests[n].namespace, i) for n, t in tests.items() for i in t}
-    drawn = {}
+    # The guard, per namespace: every experience's test ids.
+    guard: dict[str, set[str]] = {}
+    for n, t in tests.items():
+        guard.setdefault(requests[n].namespace, set()).update(t)
+    splits = {}
     for name, req in requests.items():
-        test = tests[name]
-        elsewhere = {i for i in req.ids if (req.namespace, i) in all_test} - test
+        test, ns_test = tests[name], guard[req.namespace]
+        ids = sorted(req.ids)
+        # Another experience's test images: out of this one's train and val.
+        elsewhere = {i for i in ids if i in ns_test and i not in test}
         if req.fixed is not None:
-            val = {i for i in req.ids if req.fixed.get(i) == "val"}
+            val = {i for i in ids if req.fixed.get(i) == "val"}
         else:
             val = _draw_val(name, req, test, elsewhere, seed, val_fraction, val_of)
-        train = set(req.ids) - test - val
-        drawn[name] = ({"train": train, "val": val, "test": test}, by[name])
-    splits = {}
-    for name, (parts, by) in drawn.items():
-        req = requests[name]
-        removed = sorted(i for p in ("train", "val") for i in parts[p]
-                         if (req.namespace, i) in all_test)
-        train = sorted(parts["train"] - set(removed))
-        val = sorted(parts["val"] - set(removed))
-        test = sorted(parts["test"])
+        removed = sorted(elsewhere)
+        # Lists, not sets, for the big parts: AVA's 255k ids are held once.
+        train = [i for i in ids if i not in test and i not in val and i not in elsewhere]
+        val = sorted(val - elsewhere)
+        test = sorted(test)
         if not test:
             raise UserError(
                 f"experience '{name}': its test split is empty ({len(req.ids)} usable images); "
@@ -158,5 +160,5 @@ def make_splits(requests: dict[str, SplitRequest], seed: int, val_fraction: floa
             shared = len((by_part["train"] & by_part["test"]) | (by_part["train"] & by_part["val"])
                          | (by_part["val"] & by_part["test"]))
         splits[name] = Split(train, val, test, req.official_test is not None, len(removed),
-                             removed, by, refs, shared)
+                             removed, by[name], refs, shared)
     return splits

@@ -105,7 +105,6 @@ def test_whole_images_of_mixed_sizes_score_as_if_one_by_one():
 
 
 def test_gpu_decode_with_crops_is_refused_before_reading_data(biqa, tmp_path):
-    from experiments.cli import main
 
     cfg = ROOT / "experiments" / "configs" / "demo_biqa.yaml"
     with pytest.raises(UserError, match="crop transform"):
@@ -113,8 +112,20 @@ def test_gpu_decode_with_crops_is_refused_before_reading_data(biqa, tmp_path):
         from experiments.run import prepare
 
         prepare(load_config(cfg, [*roots(biqa), "data.decode=gpu", "train.device=cpu"]))
-    assert main(["check-data", str(ROOT / "experiments/configs/biqa_cl.yaml"),
-                 *roots(biqa)]) == 0
+
+
+def test_check_data_on_the_protocol_config(biqa, capsys):
+    from experiments.cli import main
+
+    cfg = str(ROOT / "experiments/configs/biqa_cl.yaml")
+    assert main(["check-data", cfg, *roots(biqa)]) == 0
+    out = capsys.readouterr().out
+    assert "references (train/val/test)" in out and "| excluded |" in out
+    live = next(line for line in out.splitlines() if line.startswith("| LIVE |"))
+    assert "| reference | 7/1/2 |" in live  # 10 references, 70 / 10 / 20
+    assert "reference copy (orgs = 1)" in out and "WARNING" not in out
+    assert main(["check-data", cfg, *roots(biqa), "stream.LIVE.split_by=image"]) == 0
+    assert "WARNING LIVE:" in capsys.readouterr().out
 
 
 def test_six_task_protocol_end_to_end(biqa, tmp_path, capsys):
@@ -142,8 +153,10 @@ def test_six_task_protocol_end_to_end(biqa, tmp_path, capsys):
     test_ids = (tmp_path / "plain" / "splits" / "LIVE" / "test.txt").read_text().split()
     assert all(i.split("/")[0] in {"jp2k", "jpeg", "wn", "gblur", "fastfading"}
                for i in test_ids)
-    # The native image cache gives the same evaluation (the initial row) as decoding.
+    # The native image cache (read by worker processes) gives the same evaluation (the
+    # initial row) as decoding.
     assert main(["run", str(cfg), "--out", str(tmp_path / "cached"), *common,
-                 "data.cache=true", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+                 "data.cache=true", f"data.cache_dir={tmp_path / 'cache'}",
+                 "data.num_workers=2"]) == 0
     c = json.loads((tmp_path / "cached" / "results.json").read_text())
     assert np.allclose(r["initial"]["srcc"], c["initial"]["srcc"], atol=1e-6)

@@ -25,7 +25,7 @@ COLUMNS = ["image_id", "score", "path", "ref", "std"]
 
 @dataclass
 class LabelTable:
-    """One dataset's labels: `frame` has COLUMNS (`ref` "" where there is no reference)."""
+    """One dataset's labels: `frame` has COLUMNS (id-based formats: the first three)."""
 
     name: str
     frame: pd.DataFrame
@@ -44,17 +44,17 @@ class LabelTable:
     path_ids: bool = False
 
     def __post_init__(self) -> None:
+        if not self.label_info:
+            self.label_info = {"file": str(self.source), "column": "score",
+                               "direction": "higher_better", "scale": list(self.scale)}
         if self.official_test is not None and not self.official_unlabelled:
             ids = set(self.frame["image_id"])
             self.official_unlabelled = sorted((i for i in self.official_test if i not in ids),
                                               key=lambda i: (len(i), i))
-        if not self.label_info:
-            self.label_info = {"file": str(self.source), "column": "score",
-                               "direction": "higher_better", "scale": list(self.scale)}
 
     @property
     def has_refs(self) -> bool:
-        return bool((self.frame["ref"] != "").any())
+        return "ref" in self.frame and bool((self.frame["ref"] != "").any())
 
 
 @dataclass(frozen=True)
@@ -197,11 +197,12 @@ def check_range(frame: pd.DataFrame, scale: tuple[float, float], source: Path,
 
 
 def table(entry: dict, frame: pd.DataFrame, scale, source: Path, **extra) -> LabelTable:
-    """The table of an id-based format (EVA, AVA, csv, json): no references."""
-    frame = frame.assign(**{k: frame.get(k, "") for k in ("path", "ref")})
-    frame["std"] = frame.get("std", np.nan)
-    return LabelTable(entry["name"], frame[COLUMNS].reset_index(drop=True), scale, source,
-                      **extra)
+    """The table of an id-based format (EVA, AVA, csv, json): no `ref` or `std` columns
+    (AVA's 255k rows need none of them)."""
+    if "path" not in frame:
+        frame["path"] = ""
+    return LabelTable(entry["name"], frame[["image_id", "score", "path"]].reset_index(drop=True),
+                      scale, source, **extra)
 
 
 
