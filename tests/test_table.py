@@ -127,3 +127,14 @@ def test_the_same_run_twice_is_not_averaged_as_two_seeds():
                                         r"seed \(0\); pass only one of them"):
         group_runs([a, b])
     assert "mean of 1 seed)" in mean_matrices(group_runs([a]))
+
+
+def test_the_biqa_metric_columns_by_name():
+    # R = [[0.8, 0.1], [0.3, 0.9]]: mSRCC = (0.3 + 0.9) / 2 = 0.6, mPI = 0.85,
+    # mPSR = (0.8 + 0.9 * 0.3 / 0.8) / 2 = 0.56875
+    text = render(group_runs([result("naive")]), summary=["mSRCC", "mPI", "mPSR"])
+    head, _, row = text.splitlines()[:3]
+    assert "| mSRCC | mPI | mPSR |" in head and "ACC" not in head
+    assert "| 0.600 | 0.850 | 0.569 |" in row.replace("**", "")
+    with pytest.raises(UserError, match="unknown table column mSRC"):
+        render(group_runs([result("naive")]), summary=["mSRC"])
