@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from avalanche.models import MultiTaskModule
 from torch import nn
 
-from benchmarks.crops import ImageList, map_images
+from benchmarks.crops import IMAGENET_MEAN, IMAGENET_STD, ImageList, map_images
 from benchmarks.errors import UserError
 
 from .backbones import build_backbone
@@ -58,7 +58,7 @@ def make_head(kind: str, in_features: int, embed_dim: int) -> nn.Module:
     raise UserError(f"unknown head '{kind}'; choose one of {list(HEADS)}")
 
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 
 
 def normalise_uint8(x: torch.Tensor) -> torch.Tensor:
