@@ -60,8 +60,9 @@ tables: weights demo-data
 perf: install
 	$(BIN)/python -m perf --out docs/PERFORMANCE.md
 
+# The README's backbone table: a handful of common torchvision and timm models (CPU).
 models: install
-	$(BIN)/iqacl models
+	$(BIN)/iqacl models common --report README.md --marker models
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

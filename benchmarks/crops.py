@@ -23,7 +23,6 @@ from torchvision.transforms import functional as F
 from .cache import collate_rest
 from .images import NativeResize, at_least
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVAL_MODES = ("whole", "five_crop")
 
 
@@ -37,7 +36,7 @@ def crop_transforms(image_size: int, adaptive: int = 0, eval_mode: str = "whole"
         train = RandomCropUint8(image_size)
         evaluate = FiveCropUint8(image_size) if eval_mode == "five_crop" else _identity
         return {"train": train, "eval": evaluate}
-    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    norm = [T.ToTensor()]  # [0, 1]; the model normalises with its own mean / std
     train = T.Compose([NativeResize(adaptive, image_size), T.RandomCrop(image_size),
                        T.RandomHorizontalFlip(), *norm])
     if eval_mode == "five_crop":

@@ -19,7 +19,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from .cache import CachedImages, ImageCache, Shard, collate_images, eval_resize
-from .crops import IMAGENET_MEAN, IMAGENET_STD, collate_whole, crop_transforms
+from .crops import collate_whole, crop_transforms
 from .errors import UserError
 from .experiences import (  # noqa: F401  (re-exported: the stream's public names)
     ExperienceData,
@@ -68,11 +68,11 @@ BLANK = Image.new("RGB", (8, 8))
 
 
 def eval_transform(image_size: int) -> T.Compose:
-    """Resize to 8/7 of the size, centre crop, normalise (also used by `iqacl predict`)."""
+    """Resize to 8/7 of the size, centre crop, [0, 1] floats (also `iqacl predict`'s)."""
     return T.Compose([
         T.Resize(eval_resize(image_size), antialias=True),
         T.CenterCrop(image_size),
-        T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        T.ToTensor(),  # [0, 1]: the model normalises with its backbone's mean / std
     ])
 
 
@@ -134,7 +134,7 @@ def image_transforms(image_size: int, crop_scale: Sequence[float] = (0.5, 1.0),
                 "eval": T.CenterCrop(image_size)}
     train = T.Compose([
         T.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
-        T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        T.RandomHorizontalFlip(), T.ToTensor(),
     ])
     return {"train": train, "eval": eval_transform(image_size)}
 

@@ -134,9 +134,23 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from models.profile import format_profile, profile_backbones
+    from models.profile import COMMON, format_profile, list_names, profile_backbones
 
-    print(format_profile(profile_backbones(args.image_size, repeats=args.repeats)))
+    if args.list is not None:
+        names = list_names(args.list)
+        print("\n".join(names))
+        print(f"{len(names)} names (torchvision's by name, timm's as timm/<name>)",
+              file=sys.stderr)
+        return 0
+    names = COMMON if args.names == ["common"] else args.names
+    rows = profile_backbones(names or None, args.image_size, args.repeats, args.device)
+    text = format_profile(rows, args.format, args.device, args.image_size)
+    print(text)
+    if args.report:
+        from .grid import write_report
+
+        write_report(text, args.report, args.marker)
+        print(f"table written to {args.report} (block '{args.marker}')")
     return 0
 
 
@@ -237,9 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scale", type=float, default=1.0, help="with --biqa: images x this")
     d.set_defaults(fn=cmd_demo_data)
 
-    m = sub.add_parser("models", help="backbones: parameters and CPU inference time")
+    m = sub.add_parser("models", help="backbones: parameters and inference time; --list")
+    m.add_argument("names", nargs="*", help="backbones to measure (torchvision names, "
+                   "timm/<name>; `common`: the README's handful; default: the first four)")
+    m.add_argument("--list", nargs="?", const="", metavar="PATTERN",
+                   help="list every name model.backbone takes (a glob or substring)")
+    m.add_argument("--device", default="cpu", help="cpu, or cuda to time on the GPU")
+    m.add_argument("--format", choices=["md", "csv"], default="md")
     m.add_argument("--image-size", type=int, default=224)
     m.add_argument("--repeats", type=int, default=5)
+    m.add_argument("--report", help="a Markdown file to write the table into")
+    m.add_argument("--marker", default="models", help="the <!-- marker:start/end --> block")
     m.set_defaults(fn=cmd_models)
 
     f = sub.add_parser("fetch-weights", help="install mobilenet_v2 ImageNet weights offline")

@@ -39,13 +39,15 @@ DEFAULTS: dict[str, Any] = {
         "max_dropped_fraction": 0.01,  # stop if more of an experience is missing/unreadable
     },
     "model": {
-        "backbone": "mobilenet_v2",
+        "backbone": "mobilenet_v2",  # any torchvision classification model, or timm/<name>
         "pretrained": True,
         "head": "similarity",   # or "regression"
         "embed_dim": 128,
         "heads": "shared",      # or "per_task" (uses task labels at test time)
         "freeze_backbone": False,  # linear probe: backbone fixed (eval mode), head trained
         "cache_features": True,    # with a frozen backbone: run it once per image
+        "weights": "",          # a weight file (state dict, weights_only) instead of a cache
+        "weights_tag": "",      # torchvision weights by name (IMAGENET1K_V2); "" = default
     },
     "loss": {"ranking_weight": 0.1, "margin": 0.1},
     "train": {

@@ -132,7 +132,8 @@ def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stre
 def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions,
               val: StagePredictions | None, protocol: str, uses_task_labels: bool,
               train_loss: list[list[float]], wall_time_s: float, device: str,
-              memory: dict | None = None, threads: int | None = None) -> dict:
+              memory: dict | None = None, threads: int | None = None,
+              model: dict | None = None) -> dict:
     """Write splits/, predictions/ and (last, atomically) results.json."""
     out.mkdir(parents=True, exist_ok=True)
     names = stream.names
@@ -185,6 +186,7 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "train_loss": train_loss,
         "wall_time_s": round(wall_time_s, 2),
         "memory": memory,
+        "model": model,
     }
     results = _clean(results)
     atomic_write(out / "results.json", json.dumps(results, indent=2))

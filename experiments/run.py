@@ -32,7 +32,13 @@ from benchmarks.metric_plugins import (
     UnreadableRecorder,
     correlation_metrics,
 )
-from benchmarks.stream import Stream, build_stream, check_dropped, joint_experience
+from benchmarks.stream import (
+    Stream,
+    build_stream,
+    check_dropped,
+    entry_transform,
+    joint_experience,
+)
 from models import IQALoss, build_model
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 
@@ -90,8 +96,28 @@ def stream_from_config(config: dict) -> Stream:
 
 def model_from_config(config: dict) -> torch.nn.Module:
     m = config["model"]
-    return build_model(m["backbone"], m["pretrained"], m["head"], m["embed_dim"], m["heads"],
-                       m["freeze_backbone"])
+    model = build_model(m["backbone"], m["pretrained"], m["head"], m["embed_dim"], m["heads"],
+                        m["freeze_backbone"], m["weights"] or None, m["weights_tag"] or None)
+    check_input_size(config, model)
+    return model
+
+
+def check_input_size(config: dict, model: torch.nn.Module) -> None:
+    """A backbone that needs one input size gets it from the crops, never by resizing a
+    quality image to fit; otherwise the error says what to set."""
+    fixed = (model.backbone_info or {}).get("fixed_input_size")
+    if not fixed:
+        return
+    data, name = config["data"], config["model"]["backbone"]
+    if data["image_size"] != fixed:
+        raise UserError(f"backbone '{name}' takes {fixed} x {fixed} px images only; set "
+                        f"data.image_size={fixed} (timm's ViTs, e.g. "
+                        "timm/vit_small_patch16_224, take other sizes)")
+    crops = [e["name"] for e in config["stream"]
+             if entry_transform(e, data["transform"]) == "crop"]
+    if crops and data["crop_eval"] == "whole":
+        raise UserError(f"backbone '{name}' takes {fixed} px crops only, but {crops} are "
+                        "evaluated on whole images; set data.crop_eval=five_crop")
 
 
 @dataclass
@@ -215,6 +241,9 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
         raise UserError(f"strategy '{spec.name}' reads the experience's images itself and "
                         "cannot take JPEG bytes; with it use data.decode=cpu (data.cache=true "
                         "is the fast path)")
+    # The model first: an unknown name, missing weights or a wrong input size stop the run
+    # before any data is read.
+    model = model_from_config(config)
     stream = stream_from_config(config)
     batch, n = config["train"]["batch_size"], len(stream.experiences)
     if batch < n and (spec.protocol == "joint" or any(getattr(p, "mixes_experiences", False)
@@ -223,7 +252,6 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
                         f"stream's {n} experiences at once, and each minibatch takes images "
                         f"from every one (Avalanche's task-balanced loader); use "
                         f"train.batch_size={n} or more")
-    model = model_from_config(config)
     if parts.wrap_model is not None:
         model = parts.wrap_model(model)
     if frozen and config["model"]["cache_features"]:
@@ -289,6 +317,16 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
                 torch.save(trainer.strategy.model.state_dict(), fh)  # for `iqacl predict`
             save_checkpoint(out, bench, i + 1, test, val)
     return test, val
+
+
+def model_info(bench: Benchmark) -> dict:
+    """The backbone a run used (name, weights tag, file, sha256, normalisation) and, for
+    PackNet, how its parameters divide (frozen, shared, per task)."""
+    model = bench.trainer.strategy.model
+    info = dict(model.backbone_info or {})
+    if hasattr(model, "shares"):
+        info["packnet"] = model.shares()
+    return info
 
 
 def record_unreadable(bench: Benchmark, stage: str) -> None:
@@ -377,7 +415,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         out, config=config, stream=bench.stream, test=test, val=val,
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
-        device=str(bench.device), memory=strategy_memory(bench),
+        device=str(bench.device), memory=strategy_memory(bench), model=model_info(bench),
         threads=torch.get_num_threads(),
     )
     # The models of each stage stay (models/); the checkpoints were only for resuming.

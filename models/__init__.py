@@ -1,8 +1,8 @@
 """Networks: backbones by name, the similarity/regression heads, the score loss."""
 
-from .backbones import BACKBONES, build_backbone
+from .backbones import LEGACY, build_backbone
 from .iqa import IQAModel, MultiHeadIQAModel, build_model
 from .loss import IQALoss
 
-__all__ = ["BACKBONES", "IQALoss", "IQAModel", "MultiHeadIQAModel", "build_backbone",
+__all__ = ["LEGACY", "IQALoss", "IQAModel", "MultiHeadIQAModel", "build_backbone",
            "build_model"]

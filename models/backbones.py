@@ -1,75 +1,201 @@
-"""Backbones by name: a torchvision network with its classifier removed.
+"""Backbones by name: any torchvision classification model, or any timm model as
+`timm/<name>`, with only its final classification layer removed.
 
-Offline first: ImageNet weights are used only from the torch hub cache. A
-missing file is an error naming the file and where to put it, never a
-download attempt that hangs.
+The embedding width is read from the model itself (the removed `Linear`'s
+`in_features`; timm's `num_features`), and the input normalisation from its
+pretrained configuration (timm's mean / std: CLIP-style models differ from
+ImageNet's). Offline first: weights come from the torch hub cache (torchvision),
+the Hugging Face cache (timm) or a file named in the config (`model.weights`);
+a missing file is an error naming the file and folder, never a download.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
 from benchmarks.errors import UserError
 
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The suite's first four names keep the weights and the cut they always had (demo and
+# tables unchanged): torchvision's IMAGENET1K_V1, `fc` / `classifier` replaced whole.
+LEGACY = {"resnet18": "fc", "mobilenet_v3_small": "classifier",
+          "efficientnet_b0": "classifier", "mobilenet_v2": "classifier"}
+LIST_HINT = "`iqacl models --list [PATTERN]` lists the names that can be used"
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    build: Callable[..., nn.Module]
-    weights: object  # torchvision WeightsEnum member
+
+@dataclass
+class Backbone:
+    """A feature extractor (images -> (B, features)) and what a run records of it."""
+
+    net: nn.Module
     features: int
-
-
-BACKBONES: dict[str, BackboneSpec] = {}
-
-
-def register_backbone(name: str, build: Callable[..., nn.Module], weights: object,
-                      features: int) -> None:
-    BACKBONES[name] = BackboneSpec(build, weights, features)
-
-
-register_backbone("resnet18", tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1, 512)
-register_backbone("mobilenet_v3_small", tvm.mobilenet_v3_small,
-                  tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1, 576)
-register_backbone("efficientnet_b0", tvm.efficientnet_b0,
-                  tvm.EfficientNet_B0_Weights.IMAGENET1K_V1, 1280)
-register_backbone("mobilenet_v2", tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1, 1280)
+    name: str
+    source: str  # torchvision | timm
+    mean: tuple[float, ...] = IMAGENET[0]
+    std: tuple[float, ...] = IMAGENET[1]
+    fixed_size: int | None = None  # input side the model needs (torchvision ViT)
+    classifier: str = ""  # the removed layer's name (its keys are ignored in weight files)
+    info: dict = field(default_factory=dict)  # weights tag, file, sha256
 
 
 def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def weight_file(name: str) -> Path:
-    """Where torchvision looks for `name`'s ImageNet weights."""
-    url = BACKBONES[name].weights.url
-    return hub_checkpoint_dir() / os.path.basename(url)
+def torchvision_names() -> list[str]:
+    from torchvision import models as tvm
+
+    return sorted(tvm.list_models(module=tvm))
 
 
-def build_backbone(name: str, pretrained: bool = False) -> tuple[nn.Module, int]:
-    """The feature extractor (images -> (B, features)) and its feature width."""
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}")
-    spec = BACKBONES[name]
-    weights = None
-    if pretrained:
-        path = weight_file(name)
+def weights_enum(name: str, tag: str | None = None):
+    """The torchvision weights a name uses: V1 for the first four, else DEFAULT or `tag`."""
+    from torchvision import models as tvm
+
+    enum = tvm.get_model_weights(name)
+    if tag:
+        try:
+            return enum[tag]
+        except KeyError:
+            raise UserError(f"model.weights_tag '{tag}' is not one of {name}'s weights "
+                            f"{[w.name for w in enum]}") from None
+    return enum.IMAGENET1K_V1 if name in LEGACY else enum.DEFAULT
+
+
+def weight_file(name: str, tag: str | None = None) -> Path:
+    """Where torchvision looks for `name`'s weights."""
+    return hub_checkpoint_dir() / os.path.basename(weights_enum(name, tag).url)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_name(name: str) -> None:
+    """Unknown names fail here, before any data is read."""
+    if name.startswith("timm/"):
+        import timm
+
+        if not timm.is_model(name[5:]):
+            raise UserError(f"unknown timm model '{name[5:]}' (model.backbone={name}); "
+                            f"{LIST_HINT}")
+    elif name not in torchvision_names():
+        raise UserError(f"unknown backbone '{name}': not a torchvision classification model "
+                        f"(or timm/<name> for timm's); {LIST_HINT}")
+
+
+def build_backbone(name: str, pretrained: bool = False, weights: str | None = None,
+                   weights_tag: str | None = None) -> Backbone:
+    """The feature extractor for `model.backbone`, weights loaded offline."""
+    check_name(name)
+    if name.startswith("timm/"):
+        from .timm_backbones import build_timm
+
+        return build_timm(name, pretrained, weights)
+    return build_torchvision(name, pretrained, weights, weights_tag)
+
+
+def build_torchvision(name: str, pretrained: bool, weights: str | None,
+                      weights_tag: str | None) -> Backbone:
+    from torchvision import models as tvm
+
+    enum = weights_enum(name, weights_tag)
+    info = {"weights_tag": enum.name if pretrained and not weights else None}
+    use = None
+    if pretrained and not weights:
+        path = weight_file(name, weights_tag)
         if not path.is_file():
-            hint = " (`make weights` installs it)" if name == "mobilenet_v2" else ""
+            hint = " (`make weights` installs it)" if name == "mobilenet_v2" else (
+                f"; on a connected machine: python -c \"import torchvision; "
+                f"torchvision.models.get_model('{name}', weights='{enum.name}')\"")
             raise UserError(
-                f"backbone '{name}': ImageNet weights {path.name} are not in the torch hub "
-                f"cache; put the file at {path}{hint}, or set model.pretrained=false"
-            )
-        weights = spec.weights
-    net = spec.build(weights=weights)
-    if hasattr(net, "fc"):
-        net.fc = nn.Identity()
-    else:
-        net.classifier = nn.Identity()
-    return net, spec.features
+                f"backbone '{name}': weights {path.name} ({enum.name}) are not in the torch "
+                f"hub cache; put the file at {path}{hint}, or set model.weights: FILE, or "
+                "model.pretrained=false")
+        use = enum
+        info.update(weights_file=str(path), sha256=sha256_of(path))
+    kwargs = {"aux_logits": False, "init_weights": False} if use is None and \
+        name in ("googlenet", "inception_v3") else {}
+    net = tvm.get_model(name, weights=use, **kwargs)
+    if hasattr(net, "aux_logits"):  # GoogLeNet / Inception: plain outputs in training too
+        net.aux_logits = False
+        for aux in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(net, aux):
+                setattr(net, aux, None)
+    classifier, features = _cut_classifier(net, name)
+    if weights:
+        load_weights(net, Path(weights), classifier, name)
+        info.update(weights_file=str(Path(weights).resolve()), sha256=sha256_of(Path(weights)))
+    transforms = enum.transforms()
+    fixed = getattr(net, "image_size", None) if isinstance(net, tvm.VisionTransformer) else None
+    return Backbone(net, features, name, "torchvision", tuple(transforms.mean),
+                    tuple(transforms.std), fixed, classifier, info)
+
+
+def _cut_classifier(net: nn.Module, name: str) -> tuple[str, int]:
+    """Replace the final classification layer by Identity; its name and input width."""
+    if name in LEGACY:  # the cut these four always had (the whole classifier block)
+        attr = LEGACY[name]
+        block = getattr(net, attr)
+        last = [m for m in block.modules() if isinstance(m, nn.Linear)] if \
+            isinstance(block, nn.Sequential) else [block]
+        setattr(net, attr, nn.Identity())
+        return attr, last[0].in_features
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UserError(f"backbone '{name}' has no final Linear classifier to remove (its "
+                        "classifier is a convolution); choose another model")
+    path, layer = linears[-1]
+    parent_name, _, attr = path.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    setattr(parent, attr, nn.Identity())
+    return path, layer.in_features
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"model.weights: {path} not found; give the weight file's path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a checkpoint, pickled code (weights_only refuses it)
+        raise UserError(f"model.weights: cannot load {path} as a state dict ({type(exc).__name__}:"
+                        f" {str(exc).splitlines()[0][:200]})") from None
+    for key in ("state_dict", "model"):  # common wrappers around a state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"model.weights: {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_weights(net: nn.Module, path: Path, classifier: str, name: str) -> None:
+    """A state dict into the cut network: strictly, the classifier's keys ignored."""
+    prefixes = tuple(f"{c}." for c in classifier.split(",") if c)
+    state = {k: v for k, v in read_state_dict(path).items()
+             if not (prefixes and k.startswith(prefixes))}
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        raise UserError(f"model.weights: {path} does not fit backbone '{name}' "
+                        f"({str(exc).splitlines()[-1].strip()[:200]})") from None
+    if result.missing_keys or result.unexpected_keys:
+        missing, extra = result.missing_keys[:3], result.unexpected_keys[:3]
+        raise UserError(f"model.weights: {path} does not fit backbone '{name}' "
+                        f"({len(result.missing_keys)} missing keys {missing}, "
+                        f"{len(result.unexpected_keys)} unexpected {extra}); give the weights "
+                        "of this architecture")

@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from avalanche.models import MultiTaskModule
 from torch import nn
 
-from benchmarks.crops import IMAGENET_MEAN, IMAGENET_STD, ImageList, map_images
+from benchmarks.crops import ImageList, map_images
 from benchmarks.errors import UserError
 
-from .backbones import build_backbone
+from .backbones import IMAGENET, build_backbone
+
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET
 
 HEADS = ("similarity", "regression")
 
@@ -61,27 +63,38 @@ def make_head(kind: str, in_features: int, embed_dim: int) -> nn.Module:
 
 
 
-def normalise_uint8(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> ImageNet-normalised floats, the same arithmetic as ToTensor + Normalize."""
-    mean = torch.as_tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-    return x.float().div(255).sub_(mean).div_(std)
+def normalise_uint8(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 images -> normalised floats, the same arithmetic as ToTensor + Normalize."""
+    return normalise(x.float().div(255), mean, std)
+
+
+def normalise(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """[0, 1] float images -> normalised, the same arithmetic as torchvision's Normalize."""
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.sub(mean).div_(std)
 
 
 class BackboneMixin:
-    """What the model takes: normalised float images, uint8 images, or backbone features.
+    """What the model takes: images (uint8, or floats in [0, 1]), or backbone features.
 
-    uint8 images (from the image cache or nvJPEG) are normalised here, on the
-    device: a quarter of the bytes through the loader and the host-to-device
-    copy. Features (B, F) skip the backbone, so a frozen backbone can run once
-    per image (the feature cache); a frozen backbone stays in eval mode.
+    Images are normalised here, on the device, with the backbone's own mean and
+    std (its pretrained configuration: CLIP-style models differ from ImageNet's):
+    uint8 ones (image cache, nvJPEG) are a quarter of the bytes through the loader
+    and the host-to-device copy. Features (B, F) skip the backbone, so a frozen
+    backbone can run once per image (the feature cache); a frozen backbone stays
+    in eval mode.
     """
 
     frozen_backbone = False
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    backbone_info: dict | None = None  # name, source, weights tag / file / sha256
 
-    @staticmethod
-    def as_input(x: torch.Tensor) -> torch.Tensor:
-        return normalise_uint8(x) if x.dtype == torch.uint8 else x
+    def as_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            return normalise_uint8(x, self.mean, self.std)
+        return normalise(x, self.mean, self.std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, ImageList):  # whole images of several sizes: per size group
@@ -164,16 +177,18 @@ class MultiHeadIQAModel(BackboneMixin, MultiTaskModule):
 
 def build_model(backbone: str = "mobilenet_v2", pretrained: bool = False,
                 head: str = "similarity", embed_dim: int = 128,
-                heads: str = "shared", freeze_backbone: bool = False) -> nn.Module:
+                heads: str = "shared", freeze_backbone: bool = False,
+                weights: str | None = None, weights_tag: str | None = None) -> nn.Module:
     """A quality model by name; `heads="per_task"` gives the task-aware variant."""
-    net, features = build_backbone(backbone, pretrained)
-    first = make_head(head, features, embed_dim)
-    if heads == "shared":
-        model = IQAModel(net, first)
-    elif heads == "per_task":
-        model = MultiHeadIQAModel(net, first)
-    else:
+    if heads not in ("shared", "per_task"):
         raise UserError(f"unknown model.heads '{heads}'; choose 'shared' or 'per_task'")
+    bb = build_backbone(backbone, pretrained, weights, weights_tag)
+    first = make_head(head, bb.features, embed_dim)
+    model = IQAModel(bb.net, first) if heads == "shared" else MultiHeadIQAModel(bb.net, first)
+    model.mean, model.std = bb.mean, bb.std
+    model.backbone_info = {"name": bb.name, "source": bb.source, "features": bb.features,
+                           "mean": list(bb.mean), "std": list(bb.std),
+                           "fixed_input_size": bb.fixed_size, **bb.info}
     if freeze_backbone:
         model.freeze_backbone()
     return model

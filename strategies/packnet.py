@@ -1,19 +1,21 @@
-"""PackNet (Mallya & Lazebnik, CVPR 2018) for BatchNorm backbones.
+"""PackNet (Mallya & Lazebnik, CVPR 2018) for any backbone (convolutional or transformer).
 
-Avalanche's `PackNetModel` refuses BatchNorm, and every backbone here has it.
+Avalanche's `PackNetModel` refuses BatchNorm, and most backbones have it.
 This one follows the paper, which keeps batch-norm parameters per task:
 
-- each conv/linear weight of the backbone is *owned* by the task that kept it
+- each weight matrix the backbone trains (convolutions, linear layers, attention
+  projections) is *owned* by the task that kept it
   (or free); after training task k, a `prune_proportion` of the free weights
   with the smallest magnitude is released (set to zero), and the rest is
   retrained for `post_prune_epochs` and then frozen for good;
-- every task keeps its own BatchNorm parameters and running statistics and
-  its own head;
+- every task keeps its own normalisation layers (BatchNorm with its running
+  statistics, LayerNorm, GroupNorm) and its own head;
 - evaluating task t uses exactly t's subnetwork: weights owned by tasks <= t,
   t's BatchNorm, t's head. Later training cannot change any of these, so old
   tasks' predictions stay bit-identical.
 
-Other backbone parameters (biases) are frozen after the first task. A task
+Other backbone parameters (biases, class tokens, position embeddings) are
+shared: frozen after the first task. `shares()` reports how the parameters divide. A task
 that has not been trained yet is evaluated with the live network and a fresh
 head (as a multi-head model would).
 """
@@ -28,14 +30,18 @@ from avalanche.core import SupervisedPlugin
 from torch import nn
 from torch.func import functional_call
 
+from benchmarks.crops import ImageList, map_images
 from benchmarks.errors import UserError
 from models.iqa import MultiHeadIQAModel
 
 from .passes import bookkeeping
 from .registry import StrategyParts, register_strategy
 
-PRUNABLE = (nn.Conv2d, nn.Linear)
-NORMS = (nn.modules.batchnorm._BatchNorm,)
+PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+# Attention projections held as raw parameters (torchvision's ViT uses nn.MultiheadAttention).
+ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+         *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
 FREE = -1
 
 
@@ -47,6 +53,9 @@ class PackNetModel(MultiHeadIQAModel):
         params = dict(backbone.named_parameters())
         self.weights = [f"{n}.weight" for n, m in backbone.named_modules()
                         if isinstance(m, PRUNABLE)]
+        self.weights += [f"{n}.{a}" for n, m in backbone.named_modules()
+                         if isinstance(m, nn.MultiheadAttention) for a in ATTENTION_WEIGHTS
+                         if getattr(m, a, None) is not None]
         norm_modules = [n for n, m in backbone.named_modules() if isinstance(m, NORMS)]
         self.norm_keys = [k for n in norm_modules
                           for k, _ in _named_tensors(backbone.get_submodule(n), n)]
@@ -61,7 +70,10 @@ class PackNetModel(MultiHeadIQAModel):
     @classmethod
     def wrap(cls, model: nn.Module) -> PackNetModel:
         head = model.initial_head if isinstance(model, MultiHeadIQAModel) else model.head
-        return cls(model.backbone, copy.deepcopy(head))
+        packed = cls(model.backbone, copy.deepcopy(head))
+        packed.mean, packed.std = model.mean, model.std
+        packed.backbone_info = model.backbone_info
+        return packed
 
     # -- the life of one task -------------------------------------------------------------
     def prune(self, proportion: float) -> None:
@@ -116,6 +128,8 @@ class PackNetModel(MultiHeadIQAModel):
 
     # -- forward ----------------------------------------------------------------------------
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        if isinstance(x, ImageList):  # whole images of several sizes: per size group
+            return map_images(lambda b: self.forward_single_task(b, task_label), x)
         if task_label not in self.finished:
             return super().forward_single_task(x, task_label)
         params = dict(self.backbone.named_parameters())
@@ -137,6 +151,22 @@ class PackNetModel(MultiHeadIQAModel):
     def set_extra_state(self, state: dict) -> None:
         self.owner, self.frozen = dict(state["owner"]), dict(state["frozen"])
         self.norms, self.finished = dict(state["norms"]), list(state["finished"])
+
+    def shares(self) -> dict:
+        """How the backbone's parameters divide: pruned weight matrices (owned per task or
+        still free), shared ones (frozen after the first task), per-task normalisation."""
+        params = dict(self.backbone.named_parameters())
+        total = sum(p.numel() for p in params.values())
+        count = lambda names: sum(params[n].numel() for n in names if n in params)  # noqa: E731
+        owned = self.used_fraction()
+        prunable = count(self.weights)
+        return {
+            "prunable": prunable / total,
+            "prunable_owned_by_task": {str(k): v for k, v in owned.items() if k != FREE},
+            "prunable_free": owned.get(FREE, 0.0),
+            "shared_frozen": count(self.shared) / total,
+            "per_task_norms": count(self.norm_keys) / total,
+        }
 
     def used_fraction(self) -> dict[int, float]:
         """Share of prunable weights each task owns (free weights under key -1)."""

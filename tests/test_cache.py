@@ -15,7 +15,7 @@ from benchmarks.cache import ImageCache, decode_resized, eval_resize
 from benchmarks.demo_data import make_demo_data
 from benchmarks.images import load_rgb
 from benchmarks.stream import build_stream, image_transforms
-from models.iqa import normalise_uint8
+from models.iqa import normalise, normalise_uint8
 
 IMAGE_SIZE = 64  # short side 73: AVA-sized JPEGs (375 px) are decoded at 1/4 scale
 
@@ -57,7 +57,8 @@ def test_cached_eval_tensors_equal_the_uncached_path_exactly(photos, tmp_path):
                 xa, ya, ra, ta = da[i]
                 xb, yb, rb, tb = db[i]
                 assert xb.dtype == torch.uint8  # normalised by the model, on its device
-                assert torch.equal(xa, normalise_uint8(xb))
+                assert torch.equal(xa, xb.float().div(255))  # what ToTensor gives
+                assert torch.equal(normalise(xa), normalise_uint8(xb))
                 assert (ya, ra, ta) == (yb, rb, tb)
     # Training crops come from the cached image: right size, normalised.
     x = cached.benchmark.train_stream[0].dataset.train()[0][0]
