@@ -192,14 +192,21 @@ def apply_override(config: dict, item: str) -> dict:
     if "=" not in item:
         raise UserError(f"override '{item}' must look like key.path=value")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise UserError(f"override '{item}': the value is not valid YAML "
+                        f"({str(exc).splitlines()[0]}); quote it, e.g. "
+                        f"{key}='\"...\"', or set it in the config file") from None
     parts = key.strip().split(".")
-    if parts[0] == "stream" and len(parts) == 3:
+    if parts[0] == "stream" and len(parts) in (3, 4):
         entries = config["stream"]
         i = next((i for i, e in enumerate(entries) if parts[1] in (str(i), e["name"])), None)
         if i is None:
             raise UserError(f"override '{key}': no stream entry with index or name "
                             f"'{parts[1]}'; entries: {[e['name'] for e in entries]}")
+        if len(parts) == 4:  # one key of a mapping in the entry: stream.LIVE.splits.test=F
+            value = {**(entries[i].get(parts[2]) or {}), parts[3]: value}
         entries[i] = merge_entry({**entries[i], parts[2]: value}, i)
         return config
     nested: Any = value

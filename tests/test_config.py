@@ -67,3 +67,15 @@ def test_overrides(tmp_path):
 def test_impossible_values(tmp_path, override, message):
     with pytest.raises(UserError, match=message):
         cfg(tmp_path, {}, override)
+
+
+def test_stream_entry_mapping_keys_and_bad_yaml_values_on_the_command_line():
+    from experiments.config import load_config
+
+    demo = "experiments/configs/demo_biqa.yaml"
+    c = load_config(demo, ["stream.LIVE.splits.train=splits2/{k}/live_train_score.txt",
+                           "stream.LIVE.splits.test=splits2/{k}/live_test.txt"])
+    assert c["stream"][0]["splits"] == {"train": "splits2/{k}/live_train_score.txt",
+                                        "test": "splits2/{k}/live_test.txt"}
+    with pytest.raises(UserError, match="not valid YAML .*quote it"):
+        load_config(demo, ["stream.LIVE.splits={train: a/{k}.txt}"])
