@@ -11,9 +11,7 @@ a missing file is an error naming the file and folder, never a download.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,27 +19,13 @@ from torch import nn
 
 from benchmarks.errors import UserError
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+from .backbone_base import Backbone, load_weights, sha256_of
+
 # The suite's first four names keep the weights and the cut they always had (demo and
 # tables unchanged): torchvision's IMAGENET1K_V1, `fc` / `classifier` replaced whole.
 LEGACY = {"resnet18": "fc", "mobilenet_v3_small": "classifier",
           "efficientnet_b0": "classifier", "mobilenet_v2": "classifier"}
 LIST_HINT = "`iqacl models --list [PATTERN]` lists the names that can be used"
-
-
-@dataclass
-class Backbone:
-    """A feature extractor (images -> (B, features)) and what a run records of it."""
-
-    net: nn.Module
-    features: int
-    name: str
-    source: str  # torchvision | timm
-    mean: tuple[float, ...] = IMAGENET[0]
-    std: tuple[float, ...] = IMAGENET[1]
-    fixed_size: int | None = None  # input side the model needs (torchvision ViT)
-    classifier: str = ""  # the removed layer's name (its keys are ignored in weight files)
-    info: dict = field(default_factory=dict)  # weights tag, file, sha256
 
 
 def hub_checkpoint_dir() -> Path:
@@ -71,14 +55,6 @@ def weights_enum(name: str, tag: str | None = None):
 def weight_file(name: str, tag: str | None = None) -> Path:
     """Where torchvision looks for `name`'s weights."""
     return hub_checkpoint_dir() / os.path.basename(weights_enum(name, tag).url)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_name(name: str) -> None:
@@ -162,40 +138,3 @@ def _cut_classifier(net: nn.Module, name: str) -> tuple[str, int]:
     return path, layer.in_features
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise UserError(f"model.weights: {path} not found; give the weight file's path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a checkpoint, pickled code (weights_only refuses it)
-        raise UserError(f"model.weights: cannot load {path} as a state dict ({type(exc).__name__}:"
-                        f" {str(exc).splitlines()[0][:200]})") from None
-    for key in ("state_dict", "model"):  # common wrappers around a state dict
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"model.weights: {path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
-def load_weights(net: nn.Module, path: Path, classifier: str, name: str) -> None:
-    """A state dict into the cut network: strictly, the classifier's keys ignored."""
-    prefixes = tuple(f"{c}." for c in classifier.split(",") if c)
-    state = {k: v for k, v in read_state_dict(path).items()
-             if not (prefixes and k.startswith(prefixes))}
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # a tensor of another shape
-        raise UserError(f"model.weights: {path} does not fit backbone '{name}' "
-                        f"({str(exc).splitlines()[-1].strip()[:200]})") from None
-    if result.missing_keys or result.unexpected_keys:
-        missing, extra = result.missing_keys[:3], result.unexpected_keys[:3]
-        raise UserError(f"model.weights: {path} does not fit backbone '{name}' "
-                        f"({len(result.missing_keys)} missing keys {missing}, "
-                        f"{len(result.unexpected_keys)} unexpected {extra}); give the weights "
-                        "of this architecture")

@@ -19,7 +19,8 @@ from torch import nn
 from benchmarks.crops import ImageList, map_images
 from benchmarks.errors import UserError
 
-from .backbones import IMAGENET, build_backbone
+from .backbone_base import IMAGENET
+from .backbones import build_backbone
 
 IMAGENET_MEAN, IMAGENET_STD = IMAGENET
 

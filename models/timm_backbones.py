@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.errors import UserError
 
-from .backbones import Backbone, load_weights, sha256_of
+from .backbone_base import Backbone, load_weights, sha256_of
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 

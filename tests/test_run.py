@@ -145,7 +145,7 @@ def run_cli(capsys, *args):
     ("train.epoch=1", "unknown config key 'train.epoch'"),
     ("strategy.name=magic", "unknown strategy 'magic'; choose one of"),
     ("strategy.ewc_lambda=1", "strategy 'naive' has no hyperparameter ['ewc_lambda']"),
-    ("model.backbone=vgg16", "unknown backbone 'vgg16'"),
+    ("model.backbone=resnet_nope", "unknown backbone 'resnet_nope'"),
     ("stream.AVA.root=/nonexistent/AVA", "dataset root /nonexistent/AVA does not exist"),
 ])
 def test_bad_input_one_line_error_and_nothing_written(tiny_demo, tmp_path, capsys, override,
