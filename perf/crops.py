@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .loops import Transformed
 from .timing import Row, side_by_side
 
 # The six protocol datasets at full size: images and their usual native size (width,
@@ -53,8 +54,8 @@ def crop_rows(work: Path, n: int = 48, size: tuple[int, int] = (768, 512), crop:
     started = time.perf_counter()
     shard = cache.shard(files, "quality", native=768)
     build_s = time.perf_counter() - started
-    plain = _Transformed(ScoreImages(files, targets), crop_transforms(crop, 768)["train"])
-    cached = _Transformed(CachedImages(shard, range(n), targets),
+    plain = Transformed(ScoreImages(files, targets), crop_transforms(crop, 768)["train"])
+    cached = Transformed(CachedImages(shard, range(n), targets),
                           crop_transforms(crop, 768, cached=True)["train"])
 
     def one_pass(ds) -> Callable[[], None]:
@@ -90,17 +91,3 @@ def cache_size_row() -> Row:
     return Row("image cache, crop transform: size for the six protocol datasets", total / 2**30,
                0.0, "GiB", None, absolute=True,
                note="adaptive resize 768, uint8 RGB; " + "; ".join(parts))
-
-
-class _Transformed:
-    """A dataset with a transform on its image (what the Avalanche dataset adds)."""
-
-    def __init__(self, base, transform):
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        img, target, row = self.base[i]
-        return self.transform(img), target, row
