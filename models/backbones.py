@@ -11,6 +11,7 @@ a missing file is an error naming the file and folder, never a download.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -63,11 +64,20 @@ def check_name(name: str) -> None:
         import timm
 
         if not timm.is_model(name[5:]):
-            raise UserError(f"unknown timm model '{name[5:]}' (model.backbone={name}); "
-                            f"{LIST_HINT}")
+            raise UserError(f"unknown timm model '{name[5:]}' (model.backbone={name})"
+                            f"{_did_you_mean(name[5:], timm.list_models())}{LIST_HINT}")
     elif name not in torchvision_names():
         raise UserError(f"unknown backbone '{name}': not a torchvision classification model "
-                        f"(or timm/<name> for timm's); {LIST_HINT}")
+                        f"(or timm/<name> for timm's){_did_you_mean(name, torchvision_names())}"
+                        f"{LIST_HINT}")
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if not close:
+        return "; "
+    names_text = " or ".join(filter(None, [", ".join(close[:-1]), close[-1]]))
+    return f"; did you mean {names_text}? "
 
 
 def build_backbone(name: str, pretrained: bool = False, weights: str | None = None,

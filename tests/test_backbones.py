@@ -121,8 +121,12 @@ def test_unknown_names_fail_before_any_data_is_read(tmp_path, capsys):
     assert main([*args, "model.backbone=resnet_nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown backbone 'resnet_nope'" in err and "iqacl models --list" in err
-    assert main([*args, "model.backbone=timm/resnet_nope"]) == 2
-    assert "unknown timm model 'resnet_nope'" in capsys.readouterr().err
+    assert "did you mean resnet50" in err  # close names first
+    assert main([*args, "model.backbone=timm/convnext_nan"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown timm model 'convnext_nan'" in err and "convnext_nano" in err
+    assert main([*args, "model.backbone=zzz"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
