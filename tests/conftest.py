@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.demo_data import make_demo_data
+from benchmarks.errors import UserError
 
 DEMO = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"
 
@@ -19,6 +20,15 @@ def tiny_demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     make_demo_data(root, n_ava=200, n_eva=120, size=96, seed=0)
     return root
+
+
+def one_line_error(fn, *args, **kwargs) -> str:
+    """Call `fn`, expect a UserError, and check it is one line (the CLI prints it so)."""
+    with pytest.raises(UserError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

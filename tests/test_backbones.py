@@ -56,6 +56,24 @@ def test_every_head_on_a_timm_and_a_torchvision_model(head, heads):
         assert out.shape == (3,)
 
 
+@pytest.mark.parametrize("name", ["convnext_tiny", "swin_t", "timm/vit_tiny_patch16_224"])
+def test_bf16_channels_last_matches_fp32(name):
+    """train.amp's path (bf16 autocast, channels_last), here on the CPU's autocast: the
+    scores agree with fp32 and gradients reach the first layer."""
+    torch.manual_seed(0)
+    model = build_model(name, pretrained=False).eval()
+    x = torch.rand(2, 3, 96, 96)
+    reference = model(x)
+    model.to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model(x.contiguous(memory_format=torch.channels_last))
+    assert scores.shape == reference.shape and torch.isfinite(scores).all()
+    assert torch.allclose(scores.float(), reference, atol=0.01)  # seen: ~1e-3
+    scores.float().sum().backward()
+    first = next(p for p in model.backbone.parameters() if p.dim() > 1)
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
 def test_weights_from_a_file_strictly_classifier_ignored(tmp_path):
     torch.manual_seed(1)
     from torchvision.models import resnet18

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import jpeg, write
+from conftest import jpeg, one_line_error, write
 from scipy.io import loadmat, savemat
 
 from benchmarks.demo_biqa import make_biqa_demo
-from benchmarks.errors import UserError
 from benchmarks.labels import read_labels
 from benchmarks.stream import load_experiences
 from experiments.config import merge_entry
@@ -42,15 +41,6 @@ def entry(root: Path, folder: str, **kw) -> dict:
 
 def read(root: Path, folder: str, **kw):
     return read_labels(entry(root, folder, **kw))
-
-
-def one_line_error(fn, *args, **kwargs) -> str:
-    """Call `fn`, expect a UserError, and check it is one line (the CLI prints it so)."""
-    with pytest.raises(UserError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
 
 
 def cells(cell) -> list[str]:

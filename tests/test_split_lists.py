@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import jpeg, write
+from conftest import jpeg, one_line_error, write
 from scipy.io import loadmat
 
 from benchmarks.demo_biqa import make_biqa_demo
@@ -36,14 +36,6 @@ def biqa(tmp_path_factory) -> Path:
 def load(*entries, **kw):
     kw = {"val_of": "all", "test_fraction": 0.2, "val_fraction": 0.1, **kw}
     return load_experiences([merge_entry(e, i) for i, e in enumerate(entries)], **kw)
-
-
-def one_line_error(fn, *args, **kwargs) -> str:
-    with pytest.raises(UserError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
 
 
 # --------------------------------------------------------------------------- by reference
