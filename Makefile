@@ -6,7 +6,7 @@ DEMO_DATA ?= data/demo
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 BIQA_DATA ?= data/demo/IQA_Database
-.PHONY: install weights demo-data demo demo-biqa test test-slow lint models search tables perf clean
+.PHONY: install weights demo-data demo demo-biqa test test-slow lint models backbones search tables perf clean
 
 # torch/torchvision/avalanche versions are pinned in constraints.txt (known to work together).
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -63,6 +63,11 @@ perf: install
 # The README's backbone table: a handful of common torchvision and timm models (CPU).
 models: install
 	$(BIN)/iqacl models common --report README.md --marker models
+
+# The README's strategies x backbones table on the demo stream, untrained weights (~30 min).
+backbones: weights demo-data
+	$(BIN)/iqacl grid experiments/tables/backbones.yaml --out runs/tables/backbones \
+		--report README.md --marker backbones-table model.pretrained=false log.progress=false
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

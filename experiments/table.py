@@ -85,9 +85,9 @@ def group_runs(runs: list[dict]) -> list[Group]:
     flats = [_flat(_setting(rs[0])) for rs in keyed.values()]
     keys = sorted(set().union(*flats))
     differing = [k for k in keys if len({f.get(k) for f in flats}) > 1]
-    # A row names what sets it apart: values off the most common one, and its own
-    # strategy hyperparameters.
-    common = {k: Counter(f.get(k) for f in flats).most_common(1)[0][0] for k in differing}
+    # A row names what sets it apart: values off the most common one (every value where
+    # none is, as in a grid over backbones), and its own strategy hyperparameters.
+    common = {k: _most_common(f.get(k) for f in flats) for k in differing}
     groups = []
     for rs, flat in zip(keyed.values(), flats, strict=True):
         parts = [_describe(k, flat.get(k)) for k in differing if k != "strategy.name" and (
@@ -95,6 +95,12 @@ def group_runs(runs: list[dict]) -> list[Group]:
         label = rs[0]["strategy"] + (f" ({', '.join(parts)})" if parts else "")
         groups.append(Group(label, sorted(rs, key=lambda r: r["config"]["seed"])))
     return groups
+
+
+def _most_common(values) -> str | None:
+    """The one most frequent value, or a marker no value equals when there is a tie."""
+    ranked = Counter(values).most_common(2)
+    return ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else "\0tie"
 
 
 def _describe(key: str, value: str | None) -> str:
@@ -182,6 +188,8 @@ def rows(groups: list[Group], metric: str,
         out.append(row)
     # Task-agnostic rows first, task-aware ones set apart below.
     out.sort(key=lambda r: r["_task_aware"])
+    if all(r["intransigence"] is None for r in out):  # no joint run: nothing to show
+        cols.remove("intransigence")
     return cols, out
 
 

@@ -37,6 +37,19 @@ def test_seeds_are_averaged_but_hyperparameters_are_not():
                                                         ("ewc (ewc_lambda=10.0)", 1)]
 
 
+def test_a_grid_over_backbones_labels_every_backbone():
+    runs = []
+    for strategy in ("naive", "ewc"):
+        for backbone in ("mobilenet_v2", "resnet18", "timm/resnet18"):
+            runs.append(result(strategy))
+            runs[-1]["config"]["model"]["backbone"] = backbone
+    labels = [g.label for g in group_runs(runs)]
+    assert labels[:3] == ["naive (backbone=mobilenet_v2)", "naive (backbone=resnet18)",
+                          "naive (backbone=timm/resnet18)"]  # no value is the usual one
+    cols, _ = rows(group_runs(runs), "srcc")
+    assert "intransigence" not in cols  # no joint run to measure it against
+
+
 def test_labels_name_only_what_sets_a_row_apart():
     runs = [result("naive"), result("ewc"), result("naive"), result("packnet", task_labels=True)]
     runs[2]["config"]["model"]["heads"] = "per_task"
@@ -118,7 +131,8 @@ def test_runs_with_another_thread_count_are_not_averaged_as_seeds():
     runs = [{**result("naive", 0), "threads": 2}, {**result("naive", 1), "threads": 2},
             {**result("naive", 2), "threads": 1}]
     groups = group_runs(runs)
-    assert [(g.label, len(g.runs)) for g in groups] == [("naive", 2), ("naive (threads=1)", 1)]
+    assert [(g.label, len(g.runs)) for g in groups] == [("naive (threads=2)", 2),
+                                                        ("naive (threads=1)", 1)]
 
 
 def test_the_same_run_twice_is_not_averaged_as_two_seeds():
