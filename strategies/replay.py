@@ -82,8 +82,10 @@ class Replay(ReplayPlugin):
     def after_training_exp(self, strategy, **kwargs):
         # The buffer's selection: random here, but Avalanche's storage policies may score
         # samples with the model (herding, feature-based selection).
+        # ReplayPlugin's own hook calls the deprecated update(), whose warning Avalanche
+        # forces on past any filter; post_adapt is what update() does.
         with bookkeeping(strategy.model):
-            super().after_training_exp(strategy, **kwargs)
+            self.storage_policy.post_adapt(strategy, strategy.experience)
 
     def stored_images(self) -> int:
         return len(self.storage_policy.buffer)
