@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
@@ -97,7 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     out = args.out or str(Path(args.run_dir) / "predict.csv")
     info = predict(args.run_dir, args.images, out, stage=args.stage, task=args.task)
-    print(f"scored {info['scored']} image(s) with the model after {info['stage']}, on the "
+    print(f"scored {info['scored']} image(s) with the model saved at {info['stage']}, on the "
           f"scale of {info['experience']} {info['scale']}; skipped {info['skipped']} "
           f"unreadable; wrote {out}")
     return 0
@@ -136,11 +137,12 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from models.profile import COMMON, format_profile, list_names, profile_backbones
 
-    if args.list is not None:
-        names = list_names(args.list)
+    if args.list is not None or args.tags:
+        names = list_names(args.list or "", tags=args.tags)
         print("\n".join(names))
-        print(f"{len(names)} names (torchvision's by name, timm's as timm/<name>)",
-              file=sys.stderr)
+        what = "timm weights as timm/<name>.<tag> (model.backbone, or the tag as " \
+            "model.weights_tag)" if args.tags else "torchvision's by name, timm's as timm/<name>"
+        print(f"{len(names)} names ({what})", file=sys.stderr)
         return 0
     names = COMMON if args.names == ["common"] else args.names
     rows = profile_backbones(names or None, args.image_size, args.repeats, args.device)
@@ -256,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "timm/<name>; `common`: the README's handful; default: the first four)")
     m.add_argument("--list", nargs="?", const="", metavar="PATTERN",
                    help="list every name model.backbone takes (a glob or substring)")
+    m.add_argument("--tags", action="store_true",
+                   help="with --list: timm's pretrained weights, timm/<name>.<tag>")
     m.add_argument("--device", default="cpu", help="cpu, or cuda to time on the GPU")
     m.add_argument("--format", choices=["md", "csv"], default="md")
     m.add_argument("--image-size", type=int, default=224)
@@ -298,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iqacl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `iqacl models --list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

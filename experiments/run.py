@@ -106,9 +106,9 @@ def check_input_size(config: dict, model: torch.nn.Module) -> None:
     """A backbone that needs one input size gets it from the crops, never by resizing a
     quality image to fit; otherwise the error says what to set."""
     fixed = (model.backbone_info or {}).get("fixed_input_size")
-    if not fixed:
-        return
     data, name = config["data"], config["model"]["backbone"]
+    if not fixed:
+        return _probe(model, name, data["image_size"])
     if data["image_size"] != fixed:
         raise UserError(f"backbone '{name}' takes {fixed} x {fixed} px images only; set "
                         f"data.image_size={fixed} (timm's ViTs, e.g. "
@@ -118,6 +118,22 @@ def check_input_size(config: dict, model: torch.nn.Module) -> None:
     if crops and data["crop_eval"] == "whole":
         raise UserError(f"backbone '{name}' takes {fixed} px crops only, but {crops} are "
                         "evaluated on whole images; set data.crop_eval=five_crop")
+
+
+def _probe(model: torch.nn.Module, name: str, size: int) -> None:
+    """One image through the backbone, so a size it cannot take stops the run here."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.backbone(model.as_input(torch.zeros(1, 3, size, size)))
+    except Exception as exc:  # torch and timm say it in many ways: pass their words on
+        detail = str(exc).strip().splitlines()
+        raise UserError(f"backbone '{name}' cannot take {size} x {size} px images "
+                        f"({type(exc).__name__}: {(detail or [''])[0][:160]}); set another "
+                        "data.image_size") from None
+    finally:
+        model.train(was_training)
 
 
 @dataclass
@@ -231,7 +247,13 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
     spec = get_strategy(config["strategy"]["name"])
     hparams = {k: v for k, v in config["strategy"].items() if k != "name"}
     parts = make_strategy(spec.name, **hparams)
+    for plugin in parts.plugins:  # a plugin's own checks of the config, before any work
+        if hasattr(plugin, "check_config"):
+            plugin.check_config(config)
     device = pick_device(config["train"]["device"])
+    if config["train"]["amp"] and device.type != "cuda":
+        log.warning("train.amp (bf16, channels_last) applies on CUDA only; this run on %s "
+                    "is fp32", device.type)
     frozen = config["model"]["freeze_backbone"]
     if frozen and parts.wrap_model is not None:
         raise UserError(f"strategy '{spec.name}' changes the backbone; it cannot be combined "

@@ -7,6 +7,8 @@ Kept apart from `backbones.py` (torchvision, and the dispatch by name) so that
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +44,9 @@ def sha256_of(path: Path) -> str:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise UserError(f"model.weights: {path} is a folder; give the weight file in it "
+                        "(a .pth / .pt / .bin state dict or a .safetensors file)")
     if not path.is_file():
         raise UserError(f"model.weights: {path} not found; give the weight file's path")
     try:
@@ -51,15 +56,29 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a checkpoint, pickled code (weights_only refuses it)
-        raise UserError(f"model.weights: cannot load {path} as a state dict ({type(exc).__name__}:"
-                        f" {str(exc).splitlines()[0][:200]})") from None
+    except pickle.UnpicklingError as exc:
+        if "add_safe_globals" not in str(exc):  # not a pickle of objects: not weights at all
+            raise UserError(f"model.weights: {path} is not a PyTorch or safetensors weight "
+                            "file (torch.load cannot read it)") from None
+        # weights_only met pickled objects, not only tensors
+        raise UserError(f"model.weights: {path} holds pickled objects (a whole saved model or "
+                        "training checkpoint?), which are not loaded, as they could run code; "
+                        "save the model's state_dict() with torch.save, or a .safetensors "
+                        "file") from None
+    except Exception as exc:  # not a checkpoint at all
+        raise UserError(f"model.weights: {path} is not a PyTorch or safetensors weight file "
+                        f"({_first_line(exc)})") from None
     for key in ("state_dict", "model"):  # common wrappers around a state dict
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
         raise UserError(f"model.weights: {path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def _first_line(exc: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # no colour codes
+    return f"{type(exc).__name__}: {(text or [''])[0][:160]}"
 
 
 def load_weights(net: nn.Module, path: Path, classifier: str, name: str) -> None:

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from .backbones import LEGACY, torchvision_names
+from .backbones import CONV_CLASSIFIER, LEGACY, torchvision_names
 from .iqa import build_model
 
 # The README's comparison: a handful of common backbones, torchvision's and timm's.
@@ -80,12 +80,13 @@ def format_profile(rows: list[dict], fmt: str = "md", device: str = "cpu",
     return "\n".join(lines)
 
 
-def list_names(pattern: str = "") -> list[str]:
+def list_names(pattern: str = "", tags: bool = False) -> list[str]:
     """Every name `model.backbone` takes (torchvision's, then timm's), filtered by a glob
-    or substring."""
+    or substring; with `tags`, timm's pretrained weights by name (`timm/<arch>.<tag>`)."""
     from .timm_backbones import timm_names
 
-    names = torchvision_names() + timm_names()
+    names = timm_names(tags=True) if tags else \
+        [n for n in torchvision_names() if n not in CONV_CLASSIFIER] + timm_names()
     if not pattern:
         return names
     glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"

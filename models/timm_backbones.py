@@ -19,10 +19,36 @@ HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 def _create(arch: str, **kwargs):
     import timm
 
-    try:  # ViT-style models take any input size (multiples of the patch) this way
-        return timm.create_model(arch, dynamic_img_size=True, **kwargs)
-    except TypeError:
-        return timm.create_model(arch, **kwargs)
+    # ViT-style models take any input size this way (padded to a multiple of the patch);
+    # models without the options refuse them with a TypeError.
+    for dynamic in ({"dynamic_img_size": True, "dynamic_img_pad": True},
+                    {"dynamic_img_size": True}, {}):
+        try:
+            return timm.create_model(arch, **dynamic, **kwargs)
+        except TypeError:
+            if not dynamic:
+                raise
+    raise AssertionError("unreachable")
+
+
+def timm_arch(name: str, weights_tag: str | None = None) -> str:
+    """`timm/<arch>[.<tag>]`, with model.weights_tag as the tag, checked against timm's
+    pretrained tags (the tag also picks the normalisation: CLIP's differs)."""
+    import timm
+
+    base, _, tag = name[len("timm/"):].partition(".")
+    if weights_tag:
+        if tag and tag != weights_tag:
+            raise UserError(f"model.backbone={name} names the tag '{tag}' and "
+                            f"model.weights_tag={weights_tag} another; give one of them")
+        tag = weights_tag
+    if tag:
+        known = [n.partition(".")[2] for n in timm.list_pretrained(f"{base}.*")]
+        if tag not in known:
+            raise UserError(f"timm model '{base}' has no pretrained tag '{tag}'; its tags: "
+                            f"{', '.join(known) or 'none'} (`iqacl models --list {base} "
+                            "--tags`)")
+    return f"{base}.{tag}" if tag else base
 
 
 def cached_file(arch: str) -> tuple[Path | None, str, str]:
@@ -43,10 +69,11 @@ def cached_file(arch: str) -> tuple[Path | None, str, str]:
     return None, repo, names[0]
 
 
-def build_timm(name: str, pretrained: bool, weights: str | None) -> Backbone:
+def build_timm(name: str, pretrained: bool, weights: str | None,
+               weights_tag: str | None = None) -> Backbone:
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    arch = name[len("timm/"):]
+    arch = timm_arch(name, weights_tag)
     info: dict = {"weights_tag": None}
     file = None
     if weights:
@@ -73,7 +100,9 @@ def build_timm(name: str, pretrained: bool, weights: str | None) -> Backbone:
                     tuple(cfg.get("std")), None, classifier, info)
 
 
-def timm_names(pattern: str = "") -> list[str]:
+def timm_names(pattern: str = "", tags: bool = False) -> list[str]:
+    """timm's architectures, or with `tags` its pretrained weights as `timm/<arch>.<tag>`."""
     import timm
 
-    return [f"timm/{n}" for n in timm.list_models(f"*{pattern}*" if pattern else "")]
+    listing = timm.list_pretrained if tags else timm.list_models
+    return [f"timm/{n}" for n in listing(f"*{pattern}*" if pattern else "")]

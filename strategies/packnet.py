@@ -205,12 +205,20 @@ class PackNetPlugin(SupervisedPlugin):
             return float(p[min(task_index, len(p) - 1)])
         return float(p)
 
+    def check_config(self, config: dict) -> None:
+        """Before the model or data: the run would stop at its first experience."""
+        self._check_epochs(config["train"]["epochs"])
+
+    def _check_epochs(self, epochs: int) -> None:
+        if self.post_prune_epochs >= epochs:
+            raise UserError(f"packnet: strategy.post_prune_epochs ({self.post_prune_epochs}) "
+                            f"must be less than train.epochs ({epochs}); raise train.epochs "
+                            "or set strategy.post_prune_epochs=0")
+
     def before_training(self, strategy, **kwargs) -> None:
         if not isinstance(strategy.model, PackNetModel):
             raise UserError("packnet: the model must be a PackNetModel (the strategy wraps it)")
-        if self.post_prune_epochs >= strategy.train_epochs:
-            raise UserError(f"packnet: post_prune_epochs ({self.post_prune_epochs}) must be "
-                            f"less than train.epochs ({strategy.train_epochs})")
+        self._check_epochs(strategy.train_epochs)
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         self._pruned = False

@@ -92,10 +92,15 @@ def test_weights_from_a_file_strictly_classifier_ignored(tmp_path):
     with pytest.raises(UserError, match="does not fit backbone 'mobilenet_v2'"):
         build_backbone("mobilenet_v2", weights=str(tmp_path / "r18.pth"))
     torch.save({"net": full}, tmp_path / "pickled.pth")  # a module, not tensors
-    with pytest.raises(UserError, match="cannot load .*pickled.pth as a state dict"):
+    with pytest.raises(UserError, match=r"pickled.pth holds pickled objects .*state_dict\(\)"):
         build_backbone("resnet18", weights=str(tmp_path / "pickled.pth"))
     with pytest.raises(UserError, match="nothere.pth not found"):
         build_backbone("resnet18", weights=str(tmp_path / "nothere.pth"))
+    with pytest.raises(UserError, match="is a folder; give the weight file in it"):
+        build_backbone("resnet18", weights=str(tmp_path))
+    (tmp_path / "notes.pth").write_text("not weights")
+    with pytest.raises(UserError, match="notes.pth is not a PyTorch or safetensors weight file"):
+        build_backbone("resnet18", weights=str(tmp_path / "notes.pth"))
 
 
 def test_missing_pretrained_weights_name_the_file_and_folder(tmp_path, monkeypatch):
@@ -113,6 +118,27 @@ def test_missing_pretrained_weights_name_the_file_and_folder(tmp_path, monkeypat
     msg = str(info.value)
     assert "timm/resnet18.a1_in1k" in msg and "model.safetensors" in msg
     assert str(tmp_path / "hf") in msg and "hf download timm/resnet18.a1_in1k" in msg
+
+
+def test_weights_tags_pick_the_weights_or_say_what_exists(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    for name, tag in (("timm/resnet18", "tv_in1k"), ("timm/resnet18.tv_in1k", None)):
+        with pytest.raises(UserError, match=r"hub repository timm/resnet18\.tv_in1k,"):
+            build_backbone(name, pretrained=True, weights_tag=tag)
+    with pytest.raises(UserError, match="no pretrained tag 'BOGUS'; its tags: a1_in1k, "):
+        build_backbone("timm/resnet18.BOGUS")  # checked with the name, pretrained or not
+    with pytest.raises(UserError, match="names the tag 'a1_in1k' and model.weights_tag=tv_in1k"):
+        build_backbone("timm/resnet18.a1_in1k", pretrained=True, weights_tag="tv_in1k")
+    with pytest.raises(UserError, match="model.pretrained is false; set model.pretrained=true"):
+        build_backbone("resnet50", weights_tag="IMAGENET1K_V2")  # a tag is never ignored
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(UserError) as info:  # only the V1 file comes from `make weights`
+        build_backbone("mobilenet_v2", pretrained=True, weights_tag="IMAGENET1K_V2")
+    assert "make weights" not in str(info.value) and "IMAGENET1K_V2" in str(info.value)
+    with pytest.raises(UserError, match=r"\(`make weights` installs it\)"):
+        build_backbone("mobilenet_v2", pretrained=True)
 
 
 def test_timm_weights_from_the_hugging_face_cache(tmp_path, monkeypatch):
@@ -194,6 +220,25 @@ def test_a_torchvision_and_a_timm_model_through_a_short_stream(tiny_demo, tmp_pa
     assert r["summary"]["srcc"]["bwt"] == pytest.approx(0.0, abs=1e-6)  # nothing forgotten
 
 
+def test_input_sizes_a_backbone_cannot_take_stop_the_run_first(tmp_path, capsys):
+    from experiments.run import model_from_config
+
+    vit = load_config(DEMO, ["model.backbone=timm/vit_tiny_patch16_224",
+                             "model.pretrained=false", "data.image_size=100"])
+    model_from_config(vit)  # 100 px is no multiple of the patch: timm pads it
+    small = load_config(DEMO, ["model.backbone=inception_v3", "model.pretrained=false",
+                               "data.image_size=64"])
+    with pytest.raises(UserError, match=r"'inception_v3' cannot take 64 x 64 px images \("):
+        model_from_config(small)
+    with pytest.raises(UserError, match="has no final Linear classifier"):
+        build_backbone("squeezenet1_1")  # refused by name, before building it
+    args = ["run", str(DEMO), "--out", str(tmp_path / "r"), "stream.EVA.root=/nowhere",
+            "model.pretrained=false", "strategy.name=packnet", "train.epochs=1"]
+    assert main(args) == 2  # a strategy's own checks come before the model and data
+    assert "post_prune_epochs (1) must be less than train.epochs (1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_models_command_lists_and_measures(capsys):
     assert main(["models", "--list", "convnext_n"]) == 0
     out = capsys.readouterr().out.split()
@@ -201,8 +246,23 @@ def test_models_command_lists_and_measures(capsys):
     assert main(["models", "--list", "resnet5*"]) == 0
     out = capsys.readouterr().out.split()
     assert "resnet50" in out and "timm/resnet50" in out
+    assert main(["models", "--list", "squeezenet"]) == 0  # refused names are not offered
+    assert "squeezenet1_0" not in capsys.readouterr().out
+    assert main(["models", "--list", "vit_base_patch16_clip_224", "--tags"]) == 0
+    assert "timm/vit_base_patch16_clip_224.openai" in capsys.readouterr().out.split()
     assert main(["models", "timm/resnet18", "--format", "csv", "--repeats", "1",
                  "--image-size", "32"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("backbone,embedding width") and lines[1].startswith(
         "timm/resnet18,512,")
+
+
+@pytest.mark.slow
+def test_the_models_refused_by_name_are_exactly_those_without_a_linear():
+    from torchvision import models as tvm
+
+    from models.backbones import CONV_CLASSIFIER, torchvision_names
+
+    no_linear = {n for n in torchvision_names() if not any(
+        isinstance(m, torch.nn.Linear) for m in tvm.get_model(n).modules())}
+    assert no_linear == CONV_CLASSIFIER
