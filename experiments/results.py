@@ -23,6 +23,9 @@ from benchmarks.metrics import CORRELATIONS, SUMMARY_KEYS, plcc, summary
 from benchmarks.stream import ExperienceData, Stream
 
 log = logging.getLogger(__name__)
+# Predictions whose spread is within this share of their size (about 100 float32 ulps) are
+# constant as far as ranks go.
+CONSTANT = 1e-5
 PACKAGES = ("torch", "torchvision", "avalanche-lib", "numpy", "scipy", "pandas", "pillow",
             "wandb", "iqacl")
 
@@ -60,6 +63,14 @@ class StagePredictions:
         """[t][s]: predictions after stage t on experience s (for mSI)."""
         return [[self.stages[st][s][2] for s in range(len(self.experiences))]
                 for st in self.trained_stages()]
+
+    def constant(self) -> list[str]:
+        """`stage on experience` where predictions are equal up to float32 rounding: their
+        ranks, and so SRCC / PLCC / KRCC, are numerical noise (e.g. an untrained MobileNet
+        in eval mode, whose activations vanish without pretrained BatchNorm statistics)."""
+        return [f"{stage} on {self.experiences[j].name}"
+                for stage, per_exp in self.stages.items() for j, (_, _, pred) in per_exp.items()
+                if len(pred) > 1 and np.ptp(pred) <= CONSTANT * max(1.0, np.abs(pred).max())]
 
     def frame(self, stage: str, j: int) -> pd.DataFrame:
         exp = self.experiences[j]
@@ -126,7 +137,8 @@ def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stre
             summaries[m] = {**dict.fromkeys(SUMMARY_KEYS), "acc": float(np.mean(matrices[m][0]))}
         else:
             summaries[m] = summary(matrices[m], initial[m], stage_preds, corr=fn)
-    return {"matrices": matrices, "initial": initial, "summary": summaries}
+    return {"matrices": matrices, "initial": initial, "summary": summaries,
+            "constant_predictions": test.constant()}
 
 
 def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions,
@@ -189,6 +201,11 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "model": model,
     }
     results = _clean(results)
+    if results["constant_predictions"]:
+        shown = results["constant_predictions"]
+        log.warning("predictions constant to float precision (%s%s): their SRCC/PLCC/KRCC are "
+                    "noise, e.g. an untrained backbone; results.json constant_predictions",
+                    ", ".join(shown[:3]), f" and {len(shown) - 3} more" if len(shown) > 3 else "")
     atomic_write(out / "results.json", json.dumps(results, indent=2))
     if config["log"]["plots"]:
         write_plots(results, out)

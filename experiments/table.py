@@ -71,6 +71,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+NOISE = "†"  # marks rows with predictions constant to float precision
+
+
 def group_runs(runs: list[dict]) -> list[Group]:
     """Group runs whose configs are equal except for the seed; label by what differs."""
     keyed: dict[str, list[dict]] = {}
@@ -93,6 +96,8 @@ def group_runs(runs: list[dict]) -> list[Group]:
         parts = [_describe(k, flat.get(k)) for k in differing if k != "strategy.name" and (
             flat.get(k) != common[k] or (k.startswith("strategy.") and k in flat))]
         label = rs[0]["strategy"] + (f" ({', '.join(parts)})" if parts else "")
+        if any(r.get("constant_predictions") for r in rs):
+            label += f" {NOISE}"
         groups.append(Group(label, sorted(rs, key=lambda r: r["config"]["seed"])))
     return groups
 
@@ -249,6 +254,11 @@ def render(groups: list[Group], metric: str = "srcc", fmt: str = "md",
                      "**Bold**: best per column among task-agnostic rows, and among "
                      "task-aware rows (task labels at test time), which are not comparable "
                      "with the others.")
+        if any(NOISE in r["strategy"] for r in body):
+            lines.append(f"\n{NOISE} Some of the row's predictions are constant to float "
+                         "precision (results.json `constant_predictions`, e.g. an untrained "
+                         "backbone): correlations there, and what is computed from them, are "
+                         "noise.")
         return "\n".join(lines)
     if fmt == "latex":
         return _latex(cols, body, best, metric)
@@ -257,7 +267,7 @@ def render(groups: list[Group], metric: str = "srcc", fmt: str = "md",
 
 def _tex(text: str) -> str:
     return (text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-            .replace("±", r"$\pm$").replace(DASH, "---"))
+            .replace("±", r"$\pm$").replace(DASH, "---").replace(NOISE, r"\dag{}"))
 
 
 def _latex(cols: list[str], body: list[dict], best: dict, metric: str) -> str:

@@ -152,3 +152,13 @@ def test_the_biqa_metric_columns_by_name():
     assert "| 0.600 | 0.850 | 0.569 |" in row.replace("**", "")
     with pytest.raises(UserError, match="unknown table column mSRC"):
         render(group_runs([result("naive")]), summary=["mSRC"])
+
+
+def test_rows_with_constant_predictions_are_marked_as_noise():
+    noisy = {**result("naive"), "constant_predictions": ["after_0 on EVA"]}
+    groups = group_runs([noisy, result("ewc")])
+    assert [g.label for g in groups] == ["naive †", "ewc"]
+    md = render(groups)
+    assert "| naive † | no |" in md and "† Some of the row's predictions are constant" in md
+    assert r"naive \dag{}" in render(groups, fmt="latex")
+    assert "constant to float" not in render(group_runs([result("ewc")]))
