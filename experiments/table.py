@@ -204,14 +204,15 @@ HIGHER_IS_BETTER = {**dict.fromkeys(SUMMARY_COLUMNS, True), "forgetting": False,
 
 def _best(rows_: list[dict], col: str) -> set[int]:
     """Rows holding the best value of a column, among comparable rows (task-agnostic ones
-    and task-aware ones separately)."""
+    and task-aware ones separately); rows marked as noise are never best."""
     if col not in HIGHER_IS_BETTER and not col.startswith("final "):
         return set()
     sign = 1 if HIGHER_IS_BETTER.get(col, True) else -1
     out = set()
     for aware in (False, True):
         vals = [(i, r[col][0]) for i, r in enumerate(rows_)
-                if isinstance(r[col], tuple) and r["_task_aware"] == aware]
+                if isinstance(r[col], tuple) and r["_task_aware"] == aware
+                and NOISE not in r["strategy"]]
         if vals:
             best = max(v * sign for _, v in vals)
             out |= {i for i, v in vals if np.isclose(v * sign, best)}

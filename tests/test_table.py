@@ -159,6 +159,7 @@ def test_rows_with_constant_predictions_are_marked_as_noise():
     groups = group_runs([noisy, result("ewc")])
     assert [g.label for g in groups] == ["naive †", "ewc"]
     md = render(groups)
-    assert "| naive † | no |" in md and "† Some of the row's predictions are constant" in md
+    assert "| naive † | no | 0.300 |" in md and "| ewc | no | **0.300** |" in md  # never best
+    assert "† Some of the row's predictions are constant" in md
     assert r"naive \dag{}" in render(groups, fmt="latex")
     assert "constant to float" not in render(group_runs([result("ewc")]))
