@@ -139,9 +139,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.list is not None or args.tags:
         names = list_names(args.list or "", tags=args.tags)
-        print("\n".join(names))
-        what = "timm weights as timm/<name>.<tag> (model.backbone, or the tag as " \
-            "model.weights_tag)" if args.tags else "torchvision's by name, timm's as timm/<name>"
+        if names:
+            print("\n".join(names))
+        what = "timm's weights as timm/<name>.<tag>; the tag may also go in " \
+            "model.weights_tag" if args.tags else "torchvision's by name, timm's as timm/<name>"
         print(f"{len(names)} names ({what})", file=sys.stderr)
         return 0
     names = COMMON if args.names == ["common"] else args.names
