@@ -167,6 +167,8 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "config": config,
         "versions": versions(),
         "device": device,
+        # train.amp takes effect on CUDA only: what the run computed in.
+        "precision": "bf16" if config["train"]["amp"] and device.startswith("cuda") else "fp32",
         # PyTorch's intra-op threads: reductions split by thread, so numbers depend on it.
         "threads": threads,
         "protocol": protocol,

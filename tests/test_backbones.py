@@ -205,11 +205,12 @@ def test_a_torchvision_and_a_timm_model_through_a_short_stream(tiny_demo, tmp_pa
     """The issue's two runs, small; the timm one with PackNet, the other a frozen backbone
     with cached features."""
     assert main(["run", str(DEMO), "--out", str(tmp_path / "cx"),
-                 *tiny(tiny_demo, "model.backbone=convnext_tiny", "model.freeze_backbone=true")
-                 ]) == 0
+                 *tiny(tiny_demo, "model.backbone=convnext_tiny", "model.freeze_backbone=true",
+                       "train.amp=true")]) == 0
     r = json.loads((tmp_path / "cx" / "results.json").read_text())
     assert len(r["matrices"]["srcc"]) == 2 and r["model"]["name"] == "convnext_tiny"
     assert r["model"]["features"] == 768
+    assert r["precision"] == "fp32"  # train.amp takes effect on CUDA only
     assert main(["run", str(DEMO), "--out", str(tmp_path / "tm"),
                  *tiny(tiny_demo, "model.backbone=timm/resnet18", "strategy.name=packnet",
                        "train.epochs=2")]) == 0
