@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.errors import UserError
+from benchmarks.errors import UserError, exception_line
 from benchmarks.stream import entry_transform
 from models import build_model
 
@@ -44,9 +44,7 @@ def _probe(model: torch.nn.Module, name: str, size: int) -> None:
         with torch.no_grad():
             model.backbone(model.as_input(torch.zeros(1, 3, size, size)))
     except Exception as exc:  # torch and timm say it in many ways: pass their words on
-        detail = str(exc).strip().splitlines()
         raise UserError(f"backbone '{name}' cannot take {size} x {size} px images "
-                        f"({type(exc).__name__}: {(detail or [''])[0][:160]}); set another "
-                        "data.image_size") from None
+                        f"({exception_line(exc)}); set another data.image_size") from None
     finally:
         model.train(was_training)

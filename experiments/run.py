@@ -32,12 +32,7 @@ from benchmarks.metric_plugins import (
     UnreadableRecorder,
     correlation_metrics,
 )
-from benchmarks.stream import (
-    Stream,
-    build_stream,
-    check_dropped,
-    joint_experience,
-)
+from benchmarks.stream import Stream, build_stream, check_dropped, joint_experience
 from models import IQALoss
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 

@@ -72,6 +72,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 NOISE = "†"  # marks rows with predictions constant to float precision
+_TIE = object()  # no value of a setting is the most common one
+
+
+def noisy(runs: list[dict]) -> bool:
+    """Any run whose predictions were constant to float precision somewhere."""
+    return any(r.get("constant_predictions") for r in runs)
 
 
 def group_runs(runs: list[dict]) -> list[Group]:
@@ -96,16 +102,16 @@ def group_runs(runs: list[dict]) -> list[Group]:
         parts = [_describe(k, flat.get(k)) for k in differing if k != "strategy.name" and (
             flat.get(k) != common[k] or (k.startswith("strategy.") and k in flat))]
         label = rs[0]["strategy"] + (f" ({', '.join(parts)})" if parts else "")
-        if any(r.get("constant_predictions") for r in rs):
+        if noisy(rs):
             label += f" {NOISE}"
         groups.append(Group(label, sorted(rs, key=lambda r: r["config"]["seed"])))
     return groups
 
 
-def _most_common(values) -> str | None:
+def _most_common(values) -> object:
     """The one most frequent value, or a marker no value equals when there is a tie."""
     ranked = Counter(values).most_common(2)
-    return ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else "\0tie"
+    return ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else _TIE
 
 
 def _describe(key: str, value: str | None) -> str:
@@ -174,7 +180,7 @@ def rows(groups: list[Group], metric: str,
     for g in groups:
         s = [r["summary"][metric] for r in g.runs]
         row = {"strategy": g.label, "task labels": "yes" if g.first["uses_task_labels"] else "no",
-               "_task_aware": g.first["uses_task_labels"]}
+               "_task_aware": g.first["uses_task_labels"], "_noise": noisy(g.runs)}
         for j, n in enumerate(names):
             row[f"final {n}"] = mean_std([r["matrices"][metric][-1][j] for r in g.runs])
         for col in summary:
@@ -211,8 +217,7 @@ def _best(rows_: list[dict], col: str) -> set[int]:
     out = set()
     for aware in (False, True):
         vals = [(i, r[col][0]) for i, r in enumerate(rows_)
-                if isinstance(r[col], tuple) and r["_task_aware"] == aware
-                and NOISE not in r["strategy"]]
+                if isinstance(r[col], tuple) and r["_task_aware"] == aware and not r["_noise"]]
         if vals:
             best = max(v * sign for _, v in vals)
             out |= {i for i, v in vals if np.isclose(v * sign, best)}
@@ -255,7 +260,7 @@ def render(groups: list[Group], metric: str = "srcc", fmt: str = "md",
                      "**Bold**: best per column among task-agnostic rows, and among "
                      "task-aware rows (task labels at test time), which are not comparable "
                      "with the others.")
-        if any(NOISE in r["strategy"] for r in body):
+        if any(r["_noise"] for r in body):
             lines.append(f"\n{NOISE} Some of the row's predictions are constant to float "
                          "precision (results.json `constant_predictions`, e.g. an untrained "
                          "backbone): correlations there, and what is computed from them, are "

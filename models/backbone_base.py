@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchmarks.errors import UserError
+from benchmarks.errors import UserError, exception_line
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -43,6 +42,11 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def weights_record(path: Path) -> dict:
+    """What results.json says of a weight file: where it was and its sha256."""
+    return {"weights_file": str(path), "sha256": sha256_of(path)}
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.is_dir():
         raise UserError(f"model.weights: {path} is a folder; give the weight file in it "
@@ -67,18 +71,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                         "file") from None
     except Exception as exc:  # not a checkpoint at all
         raise UserError(f"model.weights: {path} is not a PyTorch or safetensors weight file "
-                        f"({_first_line(exc)})") from None
+                        f"({exception_line(exc)})") from None
     for key in ("state_dict", "model"):  # common wrappers around a state dict
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
         raise UserError(f"model.weights: {path} holds a {type(state).__name__}, not a state dict")
     return state
-
-
-def _first_line(exc: Exception) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # no colour codes
-    return f"{type(exc).__name__}: {(text or [''])[0][:160]}"
 
 
 def load_weights(net: nn.Module, path: Path, classifier: str, name: str) -> None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from benchmarks.errors import UserError
 
-from .backbone_base import Backbone, load_weights, sha256_of
+from .backbone_base import Backbone, load_weights, weights_record
 
 # The suite's first four names keep the weights and the cut they always had (demo and
 # tables unchanged): torchvision's IMAGENET1K_V1, `fc` / `classifier` replaced whole.
@@ -123,7 +123,7 @@ def build_torchvision(name: str, pretrained: bool, weights: str | None,
                 f"hub cache; put the file at {path}{hint}, or set model.weights: FILE, or "
                 "model.pretrained=false")
         use = enum
-        info.update(weights_file=str(path), sha256=sha256_of(path))
+        info.update(weights_record(path))
     kwargs = {"aux_logits": False, "init_weights": False} if use is None and \
         name in ("googlenet", "inception_v3") else {}
     net = tvm.get_model(name, weights=use, **kwargs)
@@ -135,7 +135,7 @@ def build_torchvision(name: str, pretrained: bool, weights: str | None,
     classifier, features = _cut_classifier(net, name)
     if weights:
         load_weights(net, Path(weights), classifier, name)
-        info.update(weights_file=str(Path(weights).resolve()), sha256=sha256_of(Path(weights)))
+        info.update(weights_record(Path(weights).resolve()))
     transforms = enum.transforms()
     fixed = getattr(net, "image_size", None) if isinstance(net, tvm.VisionTransformer) else None
     return Backbone(net, features, name, "torchvision", tuple(transforms.mean),

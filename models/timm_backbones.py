@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.errors import UserError
 
-from .backbone_base import Backbone, load_weights, sha256_of
+from .backbone_base import Backbone, load_weights, weights_record
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -22,13 +22,12 @@ def _create(arch: str, **kwargs):
     # ViT-style models take any input size this way (padded to a multiple of the patch);
     # models without the options refuse them with a TypeError.
     for dynamic in ({"dynamic_img_size": True, "dynamic_img_pad": True},
-                    {"dynamic_img_size": True}, {}):
+                    {"dynamic_img_size": True}):
         try:
             return timm.create_model(arch, **dynamic, **kwargs)
         except TypeError:
-            if not dynamic:
-                raise
-    raise AssertionError("unreachable")
+            pass
+    return timm.create_model(arch, **kwargs)
 
 
 def timm_arch(name: str, weights_tag: str | None = None) -> str:
@@ -95,7 +94,7 @@ def build_timm(name: str, pretrained: bool, weights: str | None,
     net.reset_classifier(0)  # before loading: the classifier's keys are then ignored
     if file is not None:
         load_weights(net, file, classifier, name)
-        info.update(weights_file=str(file.resolve()), sha256=sha256_of(file))
+        info.update(weights_record(file.resolve()))
     return Backbone(net, int(net.num_features), name, "timm", tuple(cfg.get("mean")),
                     tuple(cfg.get("std")), None, classifier, info)
 
