@@ -28,95 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, features
+from PIL import Image, ImageEnhance
 
+from benchmarks import distortions as dist
 from benchmarks.demo_data import SOURCES, _crop, _source_image
 
 FOLDERS = ("databaserelease2", "CSIQ", "BID", "ChallengeDB_release", "koniq-10k", "kadid10k")
 MARKER = "biqa demo"
-HAS_JP2K = features.check("jpg_2000")
 
 Distort = Callable[[Image.Image, float, np.random.Generator], Image.Image]
-
-
-# --------------------------------------------------------------------------- degradations
-
-def _to_img(arr: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
-
-
-def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def _decode(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")
-
-
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
-    return _decode(_encode(img, "JPEG", quality=int(quality)))
-
-
-def _jp2k(img: Image.Image, ratio: float) -> Image.Image:
-    """JPEG 2000 at compression ratio `ratio`; heavy JPEG where Pillow lacks OpenJPEG."""
-    if not HAS_JP2K:
-        return _jpeg(img, int(np.clip(round(300 / ratio), 2, 50)))
-    return _decode(_encode(img, "JPEG2000", quality_mode="rates", quality_layers=[ratio],
-                           irreversible=True))
-
-
-def _noise(img: Image.Image, std: float, rng: np.random.Generator) -> Image.Image:
-    arr = np.asarray(img, dtype=np.float32)
-    return _to_img(arr + rng.normal(0.0, std, size=arr.shape))
-
-
-def _blur(img: Image.Image, sigma: float) -> Image.Image:
-    return img.filter(ImageFilter.GaussianBlur(float(sigma))) if sigma > 0 else img
-
-
-def _pink(img: Image.Image, std: float, rng: np.random.Generator) -> Image.Image:
-    """Additive 1/f ('pink') noise, the same in every channel, as CSIQ's fnoise."""
-    arr = np.asarray(img, dtype=np.float32)
-    h, w = arr.shape[:2]
-    f = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2)
-    f[0, 0] = 1.0
-    spectrum = np.fft.rfft2(rng.normal(size=(h, w))) / f
-    spectrum[0, 0] = 0.0
-    noise = np.fft.irfft2(spectrum, s=(h, w))
-    noise *= std / max(float(noise.std()), 1e-6)
-    return _to_img(arr + noise[..., None])
-
-
-def _lost_blocks(img: Image.Image, frac: float, rng: np.random.Generator,
-                 block: int = 8) -> Image.Image:
-    """Blocks lost in transmission: each replaced by its mean colour plus a little noise."""
-    arr = np.asarray(img, dtype=np.float32).copy()
-    h, w = arr.shape[:2]
-    for y in range(0, h - block + 1, block):
-        for x in range(0, w - block + 1, block):
-            if rng.random() < frac:
-                patch = arr[y:y + block, x:x + block]
-                arr[y:y + block, x:x + block] = patch.mean(axis=(0, 1)) + rng.normal(0, 6, 3)
-    return _to_img(arr)
-
-
-def _pixelate(img: Image.Image, factor: float) -> Image.Image:
-    w, h = img.size
-    small = img.resize((max(1, round(w / factor)), max(1, round(h / factor))),
-                       Image.Resampling.BOX)
-    return small.resize((w, h), Image.Resampling.NEAREST)
-
-
-def _authentic(img: Image.Image, blur: float, noise: float, rng: np.random.Generator
-               ) -> Image.Image:
-    """The camera-side part of an 'authentic' picture: defocus / shake, then sensor noise."""
-    return _noise(_blur(img, 2.6 * blur), 28.0 * noise, rng)
-
-
-def _jpeg_quality(compression: float) -> int:
-    return int(round(95 - 85 * compression))
 
 
 # --------------------------------------------------------------------------- file helpers
@@ -168,11 +88,11 @@ LIVE_REFS = [
 LIVE_SIZES = [(120, 96), (96, 128), (112, 112), (128, 96), (96, 120)]
 # folder, how hard LIVE's raters punish it, the distortion at strength s in (0, 1]
 LIVE_TYPES: list[tuple[str, float, Distort]] = [
-    ("jp2k", 0.95, lambda im, s, rng: _jp2k(im, 6 * 40 ** s)),
-    ("jpeg", 1.00, lambda im, s, rng: _jpeg(im, round(45 - 42 * s))),
-    ("wn", 0.85, lambda im, s, rng: _noise(im, 4 + 50 * s, rng)),
-    ("gblur", 1.00, lambda im, s, rng: _blur(im, 0.3 + 3.7 * s)),
-    ("fastfading", 0.90, lambda im, s, rng: _lost_blocks(_jp2k(im, 10 + 30 * s),
+    ("jp2k", 0.95, lambda im, s, rng: dist.jp2k(im, 6 * 40 ** s)),
+    ("jpeg", 1.00, lambda im, s, rng: dist.jpeg(im, round(45 - 42 * s))),
+    ("wn", 0.85, lambda im, s, rng: dist.noise(im, 4 + 50 * s, rng)),
+    ("gblur", 1.00, lambda im, s, rng: dist.blur(im, 0.3 + 3.7 * s)),
+    ("fastfading", 0.90, lambda im, s, rng: dist.lost_blocks(dist.jp2k(im, 10 + 30 * s),
                                                          0.02 + 0.25 * s, rng)),
 ]
 
@@ -185,7 +105,7 @@ def _live(root: Path, photos: list[Image.Image], scale: float, rng: np.random.Ge
     refs = []
     for i, name in enumerate(_names(LIVE_REFS, n_ref)):
         img = _crop(photos[i % len(photos)], LIVE_SIZES[i % len(LIVE_SIZES)], rng)
-        data = _encode(img, "BMP")
+        data = dist.encode(img, "BMP")
         (root / "refimgs" / f"{name}.bmp").write_bytes(data)
         refs.append((f"{name}.bmp", img, data))
 
@@ -209,7 +129,7 @@ def _live(root: Path, photos: list[Image.Image], scale: float, rng: np.random.Ge
                 dmos.append(0.0)
             else:
                 (root / folder / f"img{k}.bmp").write_bytes(
-                    _encode(distort(img, s, rng), "BMP"))
+                    dist.encode(distort(img, s, rng), "BMP"))
                 dmos.append(float(np.clip(8 + 84 * weight * s + rng.normal(0, 2.0), 0.5, 100)))
             orgs.append(float(s is None))
             refnames.append(name)
@@ -240,11 +160,11 @@ CSIQ_REFS = [
 CSIQ_SIZE = 96
 # dst_type (the sheet's word), folder, file token, weight, distortion at s = level / 5
 CSIQ_TYPES: list[tuple[str, str, str, float, Distort]] = [
-    ("noise", "awgn", "AWGN", 0.75, lambda im, s, rng: _noise(im, 3 + 40 * s, rng)),
-    ("jpeg", "jpeg", "JPEG", 0.90, lambda im, s, rng: _jpeg(im, round(50 - 46 * s))),
-    ("jpeg 2000", "jpeg2000", "jpeg2000", 0.95, lambda im, s, rng: _jp2k(im, 6 * 40 ** s)),
-    ("fnoise", "fnoise", "fnoise", 0.60, lambda im, s, rng: _pink(im, 4 + 40 * s, rng)),
-    ("blur", "blur", "BLUR", 0.95, lambda im, s, rng: _blur(im, 0.3 + 3.5 * s)),
+    ("noise", "awgn", "AWGN", 0.75, lambda im, s, rng: dist.noise(im, 3 + 40 * s, rng)),
+    ("jpeg", "jpeg", "JPEG", 0.90, lambda im, s, rng: dist.jpeg(im, round(50 - 46 * s))),
+    ("jpeg 2000", "jpeg2000", "jpeg2000", 0.95, lambda im, s, rng: dist.jp2k(im, 6 * 40 ** s)),
+    ("fnoise", "fnoise", "fnoise", 0.60, lambda im, s, rng: dist.pink(im, 4 + 40 * s, rng)),
+    ("blur", "blur", "BLUR", 0.95, lambda im, s, rng: dist.blur(im, 0.3 + 3.5 * s)),
     ("contrast", "contrast", "contrast", 0.55,
      lambda im, s, rng: ImageEnhance.Contrast(im).enhance(1 - 0.8 * s)),
 ]
@@ -311,9 +231,9 @@ def _bid(root: Path, photos: list[Image.Image], scale: float, rng: np.random.Gen
     for i, number in enumerate(numbers):
         blur, noise, comp = (float(v) for v in rng.uniform(0, 1, 3))
         img = _crop(photos[int(rng.integers(len(photos)))], BID_SIZES[i % len(BID_SIZES)], rng)
-        img = _authentic(img, blur, noise, rng)
+        img = dist.authentic(img, blur, noise, rng)
         img.save(root / "ImageDatabase" / f"DatabaseImage{number:04d}.JPG",
-                 quality=_jpeg_quality(comp))
+                 quality=dist.jpeg_quality(comp))
         # BID's raters: blur is what they punish most.
         true = 4.6 - 3.2 * blur - 0.3 * noise - 0.5 * comp + rng.normal(0, 0.12)
         grades = np.clip(np.rint(rng.normal(true, 0.45, BID_GRADES)), 0, 5).astype(int)
@@ -343,12 +263,12 @@ def _clive(root: Path, photos: list[Image.Image], scale: float, rng: np.random.G
     for i, name in enumerate(names):
         blur, noise, comp = (float(v) for v in rng.uniform(0, 1, 3))
         img = _crop(photos[int(rng.integers(len(photos)))], CLIVE_SIZE, rng)
-        img = _authentic(img, blur, noise, rng)
+        img = dist.authentic(img, blur, noise, rng)
         path = (images / "trainingImages" if i < CLIVE_TRAINING else images) / name
         if name.endswith(".JPG"):
-            img.save(path, format="JPEG", quality=_jpeg_quality(comp))
+            img.save(path, format="JPEG", quality=dist.jpeg_quality(comp))
         else:  # a phone's JPEG, stored as BMP by the database's authors
-            _jpeg(img, _jpeg_quality(comp)).save(path, format="BMP")
+            dist.jpeg(img, dist.jpeg_quality(comp)).save(path, format="BMP")
         # CLIVE's crowd: noise is what it punishes most.
         mos.append(float(np.clip(82 - 14 * blur - 46 * noise - 12 * comp + rng.normal(0, 2.0),
                                  0, 100)))
@@ -384,8 +304,8 @@ def _koniq(root: Path, photos: list[Image.Image], scale: float, rng: np.random.G
     for name, subset in zip(names, sets, strict=True):
         blur, noise, comp = (float(v) for v in rng.uniform(0, 1, 3))
         img = _crop(photos[int(rng.integers(len(photos)))], KONIQ_SIZE, rng)
-        _authentic(img, blur, noise, rng).save(root / "1024x768" / name, format="JPEG",
-                                               quality=_jpeg_quality(comp))
+        dist.authentic(img, blur, noise, rng).save(root / "1024x768" / name, format="JPEG",
+                                                   quality=dist.jpeg_quality(comp))
         # KonIQ's crowd: compression first, then blur; noise matters little.
         true = 4.3 - 1.0 * blur - 0.4 * noise - 1.8 * comp + rng.normal(0, 0.06)
         votes = np.clip(np.rint(rng.normal(true, 0.6, int(rng.integers(100, 141)))), 1, 5)
@@ -409,13 +329,13 @@ def _koniq(root: Path, photos: list[Image.Image], scale: float, rng: np.random.G
 KADID_SIZE = (128, 96)
 # KADID's own numbering of its 25 types; a handful of the simple ones, weight, distortion
 KADID_TYPES: dict[int, tuple[str, float, Distort]] = {
-    1: ("gaussian blur", 1.00, lambda im, s, rng: _blur(im, 0.3 + 3.5 * s)),
+    1: ("gaussian blur", 1.00, lambda im, s, rng: dist.blur(im, 0.3 + 3.5 * s)),
     7: ("colour saturation", 0.35, lambda im, s, rng: ImageEnhance.Color(im).enhance(1 - s)),
-    10: ("jpeg", 0.85, lambda im, s, rng: _jpeg(im, round(50 - 46 * s))),
-    11: ("white noise", 0.80, lambda im, s, rng: _noise(im, 3 + 40 * s, rng)),
+    10: ("jpeg", 0.85, lambda im, s, rng: dist.jpeg(im, round(50 - 46 * s))),
+    11: ("white noise", 0.80, lambda im, s, rng: dist.noise(im, 3 + 40 * s, rng)),
     16: ("brighten", 0.45, lambda im, s, rng: ImageEnhance.Brightness(im).enhance(1 + 0.8 * s)),
     17: ("darken", 0.60, lambda im, s, rng: ImageEnhance.Brightness(im).enhance(1 - 0.7 * s)),
-    21: ("pixelate", 0.90, lambda im, s, rng: _pixelate(im, 1 + 7 * s)),
+    21: ("pixelate", 0.90, lambda im, s, rng: dist.pixelate(im, 1 + 7 * s)),
     25: ("contrast change", 0.55,
          lambda im, s, rng: ImageEnhance.Contrast(im).enhance(1 - 0.7 * s)),
 }
