@@ -18,16 +18,16 @@ from avalanche.benchmarks.utils.transform_groups import TransformGroups
 from PIL import Image
 from torchvision import transforms as T
 
-from .cache import CachedImages, ImageCache, Shard, collate_images, eval_resize
-from .crops import collate_whole, crop_transforms
-from .errors import UserError
-from .experiences import (  # noqa: F401  (re-exported: the stream's public names)
+from .datasets.experiences import (  # noqa: F401  (re-exported: the stream's public names)
     ExperienceData,
     check_dropped,
     entry_transform,
     load_experiences,
 )
-from .images import load_rgb
+from .errors import UserError
+from .images.cache import CachedImages, ImageCache, Shard, collate_images, eval_resize
+from .images.crops import collate_whole, crop_transforms
+from .images.decode import load_rgb
 
 
 @dataclass
@@ -143,8 +143,8 @@ def make_dataset(exp: ExperienceData, part: str, tfs: TransformGroups, short_sid
                  shard: Shard | None = None, gpu_decode: bool = False) -> AvalancheDataset:
     rows = exp.part(part)
     targets = exp.normalise(rows["score"].to_numpy())
-    if gpu_decode:  # decoded and transformed on the device (benchmarks.gpu_decode)
-        from .gpu_decode import JpegBytes, collate_bytes
+    if gpu_decode:  # decoded and transformed on the device (benchmarks.images.gpu_decode)
+        from .images.gpu_decode import JpegBytes, collate_bytes
 
         return score_dataset(JpegBytes(rows["file"].tolist(), targets), exp.task_label,
                              collate_fn=collate_bytes)
@@ -220,8 +220,8 @@ def build_stream(entries: Sequence[dict], *, seed: int = 0, image_size: int = 22
 
     With `cache`, images come decoded from the image cache (filled here if needed).
     `augment=False` trains on eval-transformed images (the linear-probe protocol).
-    `gpu_decode=True` yields JPEG bytes for `benchmarks.gpu_decode.JpegDecoder`.
-    Each experience takes its transform (`resize` or `crop`, `benchmarks.crops`).
+    `gpu_decode=True` yields JPEG bytes for `benchmarks.images.gpu_decode.JpegDecoder`.
+    Each experience takes its transform (`resize` or `crop`, `benchmarks.images.crops`).
     """
     if gpu_decode:
         check_crop_decode(entries, transform)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from benchmarks.images import DROP_KINDS, unreadable_reason
+from benchmarks.datasets.files import DROP_KINDS, unreadable_reason
 from benchmarks.stream import ExperienceData, load_experiences
 
 HEADINGS = {"missing": "missing", "empty": "empty", "outside_root": "outside root",

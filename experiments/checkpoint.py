@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from avalanche.core import SupervisedPlugin
 
+from benchmarks.datasets.files import DROP_COLUMNS
 from benchmarks.errors import UserError
-from benchmarks.images import DROP_COLUMNS
 
 from .results import StagePredictions, atomic_file
 

@@ -119,14 +119,14 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     started = time.time()
     if args.biqa:
-        from benchmarks.demo_biqa import make_biqa_demo
+        from benchmarks.demo.biqa import make_biqa_demo
 
         counts = make_biqa_demo(args.dir, scale=args.scale, seed=args.seed)
         print(f"wrote the six BIQA stand-ins under {args.dir}: "
               + ", ".join(f"{k} ({v})" for k, v in counts.items())
               + f" in {time.time() - started:.1f} s")
         return 0
-    from benchmarks.demo_data import make_demo_data
+    from benchmarks.demo.eva_ava import make_demo_data
 
     counts = make_demo_data(args.dir, n_ava=args.n_ava, n_eva=args.n_eva, seed=args.seed)
     print(f"wrote {args.dir}/EVA ({counts['EVA']} images) and {args.dir}/AVA "

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.cache import eval_resize
+from benchmarks.datasets.files import IMAGE_SUFFIXES
 from benchmarks.errors import UserError
-from benchmarks.images import IMAGE_SUFFIXES, load_rgb
+from benchmarks.images.cache import eval_resize
+from benchmarks.images.decode import load_rgb
 from benchmarks.stream import eval_transform
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from benchmarks.images import DROP_COLUMNS, DROP_KINDS
+from benchmarks.datasets.files import DROP_COLUMNS, DROP_KINDS
 from benchmarks.metrics import CORRELATIONS, SUMMARY_KEYS, plcc, summary
 from benchmarks.stream import ExperienceData, Stream
 

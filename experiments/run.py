@@ -22,11 +22,11 @@ import torch
 from avalanche.logging import InteractiveLogger
 from avalanche.training.plugins import EvaluationPlugin
 
-from benchmarks.cache import ImageCache, eval_resize
 from benchmarks.errors import UserError
 from benchmarks.features import feature_stream
-from benchmarks.gpu_decode import JpegDecoder
-from benchmarks.metric_plugins import (
+from benchmarks.images.cache import ImageCache, eval_resize
+from benchmarks.images.gpu_decode import JpegDecoder
+from benchmarks.metrics.plugins import (
     EpochLoss,
     PredictionRecorder,
     UnreadableRecorder,

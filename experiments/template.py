@@ -7,12 +7,12 @@
 - Unreadable samples are found on the CPU, before the copy to the device, so
   no minibatch waits on the GPU to learn whether a target was NaN.
 - Training batches of all an experience's epochs come from one DataLoader
-  pass (`benchmarks.loaders`), so the workers do not stop between epochs.
+  pass (`benchmarks.images.loaders`), so the workers do not stop between epochs.
 - Evaluation uses one pool of workers for every evaluated dataset
-  (`benchmarks.loaders.EvalPool`): Avalanche would build a new DataLoader,
+  (`benchmarks.images.loaders.EvalPool`): Avalanche would build a new DataLoader,
   starting all its workers, for each experience at each evaluation.
 - On CUDA the images of each minibatch are copied on a side stream
-  (`benchmarks.loaders.ImagesAhead`), overlapping the previous minibatch's
+  (`benchmarks.images.loaders.ImagesAhead`), overlapping the previous minibatch's
   compute; Avalanche copies on the compute stream, after it.
 - Per evaluation call, Avalanche walks the model three times (its adaptation,
   `model.to(device)`, and restoring each module's train flag with the
@@ -37,9 +37,9 @@ from avalanche.models.utils import avalanche_model_adaptation
 from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
 
-from benchmarks.gpu_decode import JpegDecoder
-from benchmarks.loaders import EpochLoader, EvalPool, ImagesAhead
-from benchmarks.metric_plugins import unreadable_rows
+from benchmarks.images.gpu_decode import JpegDecoder
+from benchmarks.images.loaders import EpochLoader, EvalPool, ImagesAhead
+from benchmarks.metrics.plugins import unreadable_rows
 
 
 class IQATemplate(SupervisedTemplate):

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from avalanche.models import MultiTaskModule
 from torch import nn
 
-from benchmarks.crops import ImageList, map_images
 from benchmarks.errors import UserError
+from benchmarks.images.crops import ImageList, map_images
 
 from .backbone_base import IMAGENET
 from .backbones import build_backbone

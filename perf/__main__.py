@@ -36,7 +36,7 @@ SIZES = {
 
 
 def cpu_rows(work: Path, size: dict) -> list[Row]:
-    from benchmarks.demo_data import make_demo_data
+    from benchmarks.demo.eva_ava import make_demo_data
 
     photos, cache = work / "photos", work / "cache"
     make_demo_data(photos, n_ava=size["photos"], n_eva=size["photos"] // 2, size=(500, 375))

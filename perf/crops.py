@@ -28,7 +28,7 @@ FULL_SIZE = [("LIVE", 779, (768, 512)), ("CSIQ", 866, (512, 512)),
 def write_quality_images(folder: Path, n: int, size: tuple[int, int]) -> list[str]:
     """LIVE/KonIQ-like files: BMP and PNG at native size, made from the bundled photos."""
 
-    from benchmarks.demo_data import SOURCES, _source_image
+    from benchmarks.demo.eva_ava import SOURCES, _source_image
 
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -44,8 +44,8 @@ def crop_rows(work: Path, n: int = 48, size: tuple[int, int] = (768, 512), crop:
               rounds: int = 5) -> list[Row]:
     from torch.utils.data import DataLoader
 
-    from benchmarks.cache import CachedImages, ImageCache, eval_resize
-    from benchmarks.crops import collate_whole, crop_transforms
+    from benchmarks.images.cache import CachedImages, ImageCache, eval_resize
+    from benchmarks.images.crops import collate_whole, crop_transforms
     from benchmarks.stream import ScoreImages
 
     files = write_quality_images(work / "quality", n, size)
@@ -79,7 +79,7 @@ def crop_rows(work: Path, n: int = 48, size: tuple[int, int] = (768, 512), crop:
 
 def cache_size_row() -> Row:
     """The native cache's size for the six protocol datasets at full size (not timed)."""
-    from benchmarks.images import adaptive_size
+    from benchmarks.images.decode import adaptive_size
 
     parts = []
     total = 0

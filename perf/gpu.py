@@ -32,7 +32,7 @@ def gpu_rows(work: Path, photos: int, copies: int, epochs: int, batch: int, size
     Also: the nvJPEG path (`data.decode=gpu`) and EWC's per-sample importance on the card.
     Runs on the CPU too (tiny sizes), to check the code before a GPU is lent.
     """
-    from benchmarks.demo_data import make_demo_data
+    from benchmarks.demo.eva_ava import make_demo_data
     from experiments.run import prepare
     from models import IQALoss, build_model
 
@@ -196,7 +196,7 @@ def _identical(a: dict, b: dict) -> str:
 def _loader_rate(bench, batch: int, workers: int, dev: torch.device) -> float:
     """Images/s out of the run's kind of training loader (same dataset, collate, workers,
     pinned memory, epochs in one pass), copied to the device: the data path's ceiling."""
-    from benchmarks.loaders import EpochLoader
+    from benchmarks.images.loaders import EpochLoader
 
     data = bench.stream.benchmark.train_stream[0].dataset.train()
     loader = EpochLoader(data, epochs=3, batch_size=batch, num_workers=workers,

@@ -17,7 +17,7 @@ def loader_rows(root: Path, cache_dir: Path, workers: int, rounds: int = 6) -> l
     """Images/s out of the DataLoader: from the cache vs Pillow decode + torchvision."""
     from torch.utils.data import DataLoader
 
-    from benchmarks.cache import ImageCache, eval_resize
+    from benchmarks.images.cache import ImageCache, eval_resize
     from benchmarks.stream import build_stream
 
     entries = [{"name": "AVA", "format": "ava", "root": str(root / "AVA")}]
@@ -55,7 +55,7 @@ def loop_rows(root: Path, cache_dir: Path, size: int, train_rounds: int = 7,
     """The runner's Avalanche loop vs a bare PyTorch loop: same model, data, batch, transforms."""
     from torch.utils.data import DataLoader
 
-    from benchmarks.cache import CachedImages, ImageCache, collate_images, eval_resize
+    from benchmarks.images.cache import CachedImages, ImageCache, collate_images, eval_resize
     from benchmarks.metrics import srcc
     from benchmarks.stream import image_transforms
     from experiments.run import prepare

@@ -116,7 +116,7 @@ NOTES = [
     "experience or epoch, and the loss never reads a value back, so the loop queues the next "
     "minibatch while the GPU computes; on CUDA its images are copied on a side stream.",
     "- **Worker batches on CUDA**: loader workers write each batch's images into a ring of "
-    "batch-sized slots in shared memory, page-locked once (`benchmarks/loaders.py: "
+    "batch-sized slots in shared memory, page-locked once (`benchmarks/images/loaders.py: "
     "PinnedRing`), and send the slot's number. PyTorch's way, a new shared-memory tensor per "
     "batch that the main process maps and the loader's thread copies into pinned memory, "
     "costs the main process about 13 ms per 256-image 224 px batch on the H100 machine: "

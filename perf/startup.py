@@ -60,7 +60,7 @@ def make_full_size_dataset(root: Path, ava_lines: int, eva_images: int,
     """Label files the size of the real ones; every image a hard link to one small JPEG."""
     from PIL import Image
 
-    from benchmarks.demo_data import write_ava_labels, write_eva_labels
+    from benchmarks.demo.eva_ava import write_ava_labels, write_eva_labels
 
     rng = np.random.default_rng(0)
     ids = np.arange(1, ava_lines + 1) * 3 + 100_000
@@ -104,7 +104,7 @@ def cli_rows(repeats: int = 5) -> list[Row]:
 
 def demo_rss_rows(work: Path, n_ava: int, n_eva: int) -> list[Row]:
     """Peak memory of a demo-sized run (`iqacl run`, one epoch per experience)."""
-    from benchmarks.demo_data import make_demo_data
+    from benchmarks.demo.eva_ava import make_demo_data
 
     data = work / "demo"
     make_demo_data(data, n_ava=n_ava, n_eva=n_eva)

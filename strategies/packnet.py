@@ -30,8 +30,8 @@ from avalanche.core import SupervisedPlugin
 from torch import nn
 from torch.func import functional_call
 
-from benchmarks.crops import ImageList, map_images
 from benchmarks.errors import UserError
+from benchmarks.images.crops import ImageList, map_images
 from models.iqa import MultiHeadIQAModel
 
 from .passes import bookkeeping

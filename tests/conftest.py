@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.demo_data import make_demo_data
+from benchmarks.demo.eva_ava import make_demo_data
 from benchmarks.errors import UserError
 
 DEMO = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"

@@ -12,7 +12,7 @@ from conftest import every_drop, png_bomb, read_folder
 from PIL import Image
 
 from benchmarks.errors import UserError
-from benchmarks.images import load_rgb
+from benchmarks.images.decode import load_rgb
 from experiments.config import load_config
 from experiments.run import run
 

@@ -17,8 +17,8 @@ import pytest
 from conftest import jpeg, one_line_error, write
 from scipy.io import loadmat, savemat
 
-from benchmarks.demo_biqa import make_biqa_demo
-from benchmarks.labels import read_labels
+from benchmarks.datasets.labels import read_labels
+from benchmarks.demo.biqa import make_biqa_demo
 from benchmarks.stream import load_experiences
 from experiments.config import merge_entry
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.cache import ImageCache, decode_resized, eval_resize
-from benchmarks.demo_data import make_demo_data
-from benchmarks.images import load_rgb
+from benchmarks.demo.eva_ava import make_demo_data
+from benchmarks.images.cache import ImageCache, decode_resized, eval_resize
+from benchmarks.images.decode import load_rgb
 from benchmarks.stream import build_stream, image_transforms
 from models.iqa import normalise, normalise_uint8
 

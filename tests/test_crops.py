@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.cache import ImageCache
-from benchmarks.crops import ImageList, collate_whole, crop_transforms
-from benchmarks.demo_biqa import make_biqa_demo
+from benchmarks.demo.biqa import make_biqa_demo
 from benchmarks.errors import UserError
-from benchmarks.images import adaptive_size, at_least
+from benchmarks.images.cache import ImageCache
+from benchmarks.images.crops import ImageList, collate_whole, crop_transforms
+from benchmarks.images.decode import adaptive_size, at_least
 from models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat
 
-from benchmarks.demo_biqa import FOLDERS, make_biqa_demo
+from benchmarks.demo.biqa import FOLDERS, make_biqa_demo
 
 LIVE_FOLDERS = ["jp2k", "jpeg", "wn", "gblur", "fastfading"]
 

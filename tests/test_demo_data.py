@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from benchmarks.demo_data import make_demo_data
-from benchmarks.labels import read_labels
+from benchmarks.datasets.labels import read_labels
+from benchmarks.demo.eva_ava import make_demo_data
 
 
 def digest(root):

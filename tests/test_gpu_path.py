@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from test_cache import IMAGE_SIZE, _run, entries, photos  # noqa: F401 (fixture)
 
-from benchmarks.gpu_decode import JpegDecoder
+from benchmarks.images.gpu_decode import JpegDecoder
 from benchmarks.stream import build_stream
 from models.iqa import normalise, normalise_uint8
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from conftest import jpeg, write
 
+from benchmarks.datasets.files import resolve_images
+from benchmarks.datasets.labels import read_labels
 from benchmarks.errors import UserError
-from benchmarks.images import resolve_images
-from benchmarks.labels import read_labels
 from benchmarks.stream import load_experiences
 
 # The real header, written out (not taken from the code under test).
@@ -240,7 +240,7 @@ def test_json_duplicated_id(tmp_path):
 
 
 def test_image_links_pointing_out_of_the_root_are_not_used(tmp_path):
-    from benchmarks.images import index_images
+    from benchmarks.datasets.files import index_images
 
     outside = jpeg(tmp_path / "elsewhere" / "7.jpg")
     root = tmp_path / "ds"

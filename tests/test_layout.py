@@ -72,3 +72,33 @@ def test_the_benchmark_script_stays_outside_what_a_run_imports():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a.x": {"a.y"}, "a.y": {"a.x"}}) == [["a.x", "a.y", "a.x"]]
+
+
+# benchmarks/ by concern, each layer importing only from the layers before it.
+LAYERS = [
+    ("benchmarks.errors",),
+    ("benchmarks.formats", "benchmarks.images", "benchmarks.metrics"),  # labels, pixels, scores
+    ("benchmarks.datasets",),  # labels + files on disk + splits -> experiences
+    ("benchmarks.stream",),  # experiences + the image pipeline -> the Avalanche benchmark
+    ("benchmarks.features",),  # the same stream as frozen-backbone features
+    ("benchmarks.demo",),  # demo data in the real formats; nothing above imports it
+]
+
+
+def _layer(module: str) -> int:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} belongs to no layer of benchmarks/: add it to LAYERS")
+
+
+def test_benchmarks_imports_run_one_way():
+    graph = import_graph()
+    bench = {m: deps for m, deps in graph.items() if m.startswith("benchmarks.")}
+    assert "benchmarks.datasets.files" in graph["benchmarks.datasets.experiences"]
+    upward = [(a, b) for a, deps in bench.items() for b in deps
+              if b.startswith("benchmarks.") and _layer(b) > _layer(a)]
+    assert upward == []
+    # benchmarks/ knows nothing of models, strategies or the runner.
+    assert [(a, b) for a, deps in bench.items() for b in deps
+            if b.split(".")[0] in ("models", "strategies", "experiences", "experiments")] == []

@@ -11,8 +11,8 @@ import torch
 from avalanche.core import SupervisedPlugin
 from test_cache import _config, photos  # noqa: F401 (fixture)
 
-from benchmarks.cache import collate_images
-from benchmarks.loaders import (
+from benchmarks.images.cache import collate_images
+from benchmarks.images.loaders import (
     BY_VALUE_BYTES,
     EpochBatches,
     EpochLoader,
@@ -321,7 +321,7 @@ def test_worker_batches_arrive_as_the_collate_made_them():
 
 
 def test_small_channels_last_batches_keep_their_layout():
-    from benchmarks.cache import collate_images
+    from benchmarks.images.cache import collate_images
 
     class Thumbs(torch.utils.data.Dataset):  # small enough to go by value
         def __len__(self) -> int:

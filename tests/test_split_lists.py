@@ -12,11 +12,11 @@ import pytest
 from conftest import jpeg, one_line_error, write
 from scipy.io import loadmat
 
-from benchmarks.demo_biqa import make_biqa_demo
+from benchmarks.datasets.labels import read_labels
+from benchmarks.datasets.splits import SplitRequest, make_splits
+from benchmarks.demo.biqa import make_biqa_demo
 from benchmarks.errors import UserError
-from benchmarks.labels import read_labels
 from benchmarks.metrics import mpsr, summary
-from benchmarks.splits import SplitRequest, make_splits
 from benchmarks.stream import load_experiences
 from experiments.config import merge_entry
 

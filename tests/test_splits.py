@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.datasets.splits import SplitRequest, make_splits
 from benchmarks.errors import UserError
-from benchmarks.splits import SplitRequest, make_splits
 
 EVA_IDS = [str(i) for i in range(100, 160)]
 AVA_IDS = [str(i) for i in range(100, 300)]  # EVA is a subset of AVA, as in reality

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 PARTS = ("train", "val", "test")
 

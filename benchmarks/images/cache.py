@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torchvision.transforms import functional as F
 
-from .errors import UserError
-from .images import NativeResize, adaptive_size, load_rgb
+from ..errors import UserError
+from .decode import NativeResize, adaptive_size, load_rgb
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -248,7 +248,7 @@ def collate_images(batch: list, out: torch.Tensor | None = None) -> list:
     transpose per image); convolutions take channels-last directly. In a
     DataLoader worker the batch goes straight into shared memory, as
     `default_collate` does; or into `out` (N, H, W, 3), a slot of a
-    `benchmarks.loaders.PinnedRing`.
+    `benchmarks.images.loaders.PinnedRing`.
     """
     images = [item[0].permute(1, 2, 0) for item in batch]
     if out is None and torch.utils.data.get_worker_info() is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
-from .formats import FORMATS, LabelTable
-from .formats.eva import EVA_CATEGORIES
+from ..errors import UserError
+from ..formats import FORMATS, LabelTable
+from ..formats.eva import EVA_CATEGORIES
 
 __all__ = ["EVA_CATEGORIES", "FORMATS", "LabelTable", "read_labels"]
 

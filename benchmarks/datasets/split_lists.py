@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
-from .formats.base import LabelTable, image_id_of
-from .formats.listfile import read_list
+from ..errors import UserError
+from ..formats.base import LabelTable, image_id_of
+from ..formats.listfile import read_list
 from .splits import PARTS
 
 

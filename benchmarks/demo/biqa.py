@@ -3,7 +3,7 @@
 LIVE Release 2, CSIQ, BID, LIVE Challenge (CLIVE), KonIQ-10k and KADID-10k, each in
 the folder BIQA_CL expects under data/IQA_Database/ and with the file names, label files
 and score conventions of its real download. Every picture is a crop of a real photograph
-(scikit-image's and matplotlib's bundled samples, as in `benchmarks.demo_data`), degraded
+(scikit-image's and matplotlib's bundled samples, as in `benchmarks.demo.eva_ava`), degraded
 the way that dataset's pictures are: the synthetic sets (LIVE, CSIQ, KADID) by their own
 distortion types at graded strengths, the authentic sets (BID, CLIVE, KonIQ) by random
 mixtures of blur, noise and JPEG compression.
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from benchmarks import distortions as dist
-from benchmarks.demo_data import SOURCES, _crop, _source_image
+from benchmarks.demo import distortions as dist
+from benchmarks.demo.eva_ava import SOURCES, _crop, _source_image
 
 FOLDERS = ("databaserelease2", "CSIQ", "BID", "ChallengeDB_release", "koniq-10k", "kadid10k")
 MARKER = "biqa demo"

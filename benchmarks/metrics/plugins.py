@@ -17,7 +17,7 @@ from avalanche.evaluation import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name, stream_type
 
-from .metrics import krcc, plcc, srcc
+from . import krcc, plcc, srcc
 
 
 class _Batches:

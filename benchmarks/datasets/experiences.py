@@ -16,15 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .formats import FORMATS
-from .images import (
-    DROP_COLUMNS,
-    DROP_KINDS,
-    index_images,
-    resolve_images,
-    unreadable_reason,
-)
+from ..errors import UserError
+from ..formats import FORMATS
+from .files import DROP_COLUMNS, DROP_KINDS, index_images, resolve_images, unreadable_reason
 from .labels import EVA_CATEGORIES, LabelTable, read_labels
 from .split_lists import assign_parts, fill_k
 from .splits import Split, SplitRequest, make_splits

@@ -21,7 +21,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from .cache import collate_rest
-from .images import NativeResize, at_least
+from .decode import NativeResize, at_least
 
 EVAL_MODES = ("whole", "five_crop")
 

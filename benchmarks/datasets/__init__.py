@@ -1,0 +1,1 @@
+"""Reading the datasets: labels (by format), images on disk, splits -> experiences."""

@@ -1,0 +1,1 @@
+"""The image pipeline: decoding, the image cache, crops, nvJPEG, and the loaders."""
