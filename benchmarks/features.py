@@ -58,9 +58,11 @@ def feature_stream(stream: Stream, embed: Callable[[torch.Tensor], torch.Tensor]
     with torch.random.fork_rng(devices=[]):
         parts = {}
         for part in ("train", "valid", "test"):
+            # Task labels from the experiences: an empty part (no validation) shows none.
             parts[part] = [
                 score_dataset(extract(embed, exp.dataset, batch_size, device, num_workers),
-                              exp.task_label)
-                for exp in getattr(stream.benchmark, f"{part}_stream")
+                              data.task_label)
+                for exp, data in zip(getattr(stream.benchmark, f"{part}_stream"),
+                                     stream.experiences, strict=True)
             ]
     return Stream(stream.experiences, with_task_labels(benchmark_from_datasets(**parts)))

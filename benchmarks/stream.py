@@ -164,7 +164,9 @@ def score_dataset(data: torch.utils.data.Dataset, task_label: int,
         [data],
         data_attributes=[
             DataAttribute(data.targets.tolist(), "targets"),
-            TaskLabels(ConstantSequence(task_label, len(data))),
+            # An empty part (an experience without validation) has no label to show:
+            # Avalanche's ConstantSequence of length 0 fails when asked for its values.
+            TaskLabels(ConstantSequence(task_label, len(data)) if len(data) else []),
         ],
         transform_groups=tfs, collate_fn=collate_fn,
     )

@@ -57,6 +57,8 @@ def check_data(config: dict, decode: bool = False, workers: int = 4) -> tuple[st
                "/".join(str(refs[p]) for p in ("train", "val", "test")) if refs else "—",
                "yes" if ok else f"NO: {bad / c['labelled']:.1%} unusable > {limit:.1%}"]
         lines.append("| " + " | ".join(map(str, row)) + " |")
+        if exp.no_val():
+            notes.append(f"  {exp.no_val()}")
         for reason, n in c["excluded_by_reason"].items():
             notes.append(f"  {exp.name}: {n} excluded by design ({reason}); not counted as "
                          "dropped")

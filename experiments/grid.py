@@ -123,10 +123,12 @@ def run_grid(path: str | Path, out: str | Path, extra: list[str] = (), executor:
 
 
 def val_acc(result: dict) -> float | None:
+    """Mean final validation SRCC over the experiences that have a validation split."""
     val = result.get("validation")
     if not val:
         return None
-    return float(np.mean(val["matrices"]["srcc"][-1]))
+    row = [v for v in val["matrices"]["srcc"][-1] if v is not None]
+    return float(np.mean(row)) if row else None
 
 
 def report(results: list[dict], select: str | None = None) -> str:
@@ -148,10 +150,13 @@ def report(results: list[dict], select: str | None = None) -> str:
                *[format_mean_std(c) for c in cells], str(len(runs))]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    without = sorted({n for r in results for n in r.get("without_validation") or {}})
     lines.append("SRCC on each experience's test set, mean ± std over seeds; ACC, forgetting "
                  "(Chaudhry), BWT and mPI as in docs/METRICS.md; val ACC: the same as ACC on "
-                 "the validation splits" + (f"; **bold**: best val ACC per `{select}`"
-                                            if select else "") + ".")
+                 "the validation splits" + (f" (over the experiences that have one; no "
+                                            f"validation split in {', '.join(without)})"
+                                            if without else "")
+                 + (f"; **bold**: best val ACC per `{select}`" if select else "") + ".")
     return "\n".join(lines)
 
 

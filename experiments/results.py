@@ -38,19 +38,24 @@ def file_name(experience_name: str) -> str:
 class StagePredictions:
     """Predictions of every stage (`initial`, `after_0`, ...) on every experience."""
 
-    def __init__(self, experiences: Sequence[ExperienceData]):
+    def __init__(self, experiences: Sequence[ExperienceData],
+                 evaluated: Sequence[int] | None = None):
         self.experiences = list(experiences)
+        # The experiences evaluated at every stage (validation: those with a val split);
+        # the others' cells are NaN (null in results.json).
+        self.evaluated = list(range(len(self.experiences)) if evaluated is None else evaluated)
         self.stages: dict[str, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     def add(self, stage: str, per_experience: dict[int, tuple]) -> None:
-        missing = set(range(len(self.experiences))) - set(per_experience)
+        missing = set(self.evaluated) - set(per_experience)
         if missing:
             raise RuntimeError(f"stage {stage}: no predictions for experiences {sorted(missing)}")
         self.stages[stage] = dict(per_experience)
 
     def row(self, stage: str, metric: str, plcc_fit: str = "none") -> list[float]:
         fn = partial(plcc, fit=plcc_fit) if metric == "plcc" else CORRELATIONS[metric]
-        return [fn(self.stages[stage][j][1], self.stages[stage][j][2])
+        preds = self.stages[stage]
+        return [fn(preds[j][1], preds[j][2]) if j in preds else float("nan")
                 for j in range(len(self.experiences))]
 
     def trained_stages(self) -> list[str]:
@@ -185,6 +190,9 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         **compute_results(test, plcc_fit, protocol),
         "validation": ({"matrices": {m: val.matrix(m, plcc_fit) for m in CORRELATIONS}}
                        if val is not None and val.stages else None),
+        # Experiences without a validation split, and why (their validation cells are null).
+        "without_validation": {e.name: e.split.sources.get("val", "")
+                               for e in stream.experiences if not e.split.val},
         "counts": {e.name: e.counts() for e in stream.experiences},
         "dropped": int(sum(len(e.dropped) for e in stream.experiences)),
         "dropped_by_reason": {k: sum(e.dropped_by_kind()[k] for e in stream.experiences)

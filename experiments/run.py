@@ -99,10 +99,13 @@ class Trainer:
     unreadable: UnreadableRecorder
     num_workers: int = 0
 
-    def evaluate(self, stream) -> dict[int, tuple]:
-        """Evaluate every experience of `stream`: {experience id: (rows, targets, preds)}."""
+    def evaluate(self, stream, name: str = "") -> dict[int, tuple]:
+        """Evaluate every experience of `stream` (or of a list of experiences of the stream
+        `name`): {experience id: (rows, targets, preds)}."""
+        self.recorder.results.clear()
         self.strategy.eval(stream, **self.loader_args())
-        return {k[1]: v for k, v in self.recorder.results.items() if k[0] == stream.name}
+        name = name or stream.name
+        return {k[1]: v for k, v in self.recorder.results.items() if k[0] == name}
 
     def train(self, experience) -> None:
         self.strategy.train(experience, **self.loader_args())
@@ -262,10 +265,15 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
     """
     stream, trainer = bench.stream, bench.trainer
     bm = stream.benchmark
-    evaluate_val = bench.config["eval"]["validation"] and all(
-        len(e.split.val) for e in stream.experiences)
+    # Validation: the experiences that have a validation split (the rest are said, once).
+    with_val = [j for j, e in enumerate(stream.experiences) if e.split.val]
+    evaluate_val = bench.config["eval"]["validation"] and bool(with_val)
     test = StagePredictions(stream.experiences)
-    val = StagePredictions(stream.experiences) if evaluate_val else None
+    val = StagePredictions(stream.experiences, with_val) if evaluate_val else None
+    valid = [bm.valid_stream[j] for j in with_val]
+    for exp in stream.experiences if bench.config["eval"]["validation"] else []:
+        if exp.no_val():
+            log.warning(exp.no_val())
     if state is not None:
         done = restore(bench, state, test, val)
         log.info("resuming after %d finished step(s)", done)
@@ -283,7 +291,7 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
         trainer.train(experience)
         test.add(stage, trainer.evaluate(bm.test_stream))
         if val is not None:
-            val.add(stage, trainer.evaluate(bm.valid_stream))
+            val.add(stage, trainer.evaluate(valid, bm.valid_stream.name))
         if bench.wandb is not None:
             bench.wandb.log_matrix(partial_results(bench, test), bench.step)
         record_unreadable(bench, stage)

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import jpeg, write
+from conftest import jpeg, one_line_error, write
 
 from benchmarks.datasets.files import resolve_images
 from benchmarks.datasets.labels import read_labels
@@ -189,6 +189,32 @@ def test_generic_csv_pyiqa_columns(tmp_path):
     assert table.scale == (1.0, 10.0)
     with pytest.raises(UserError, match=r"column\(s\) \['quality'\] not in the header"):
         read_labels({**entry, "columns": {"id": "img_name", "score": "quality"}})
+
+
+def test_generic_csv_columns_by_position_in_a_file_without_a_header(tmp_path):
+    """A BIQA_CL-style list (path<TAB>score, no header) read as csv with positions."""
+    write(tmp_path / "list.txt", "imgs/a1.bmp\t30.5\nimgs/b2.bmp\t71\n")
+    entry = {"name": "L", "format": "csv", "root": str(tmp_path), "labels": "list.txt",
+             "scale": [0, 100], "columns": {"path": 0, "score": 1}, "delimiter": "\t"}
+    table = read_labels(entry)
+    assert table.frame["image_id"].tolist() == ["a1", "b2"]
+    assert table.frame["path"].tolist() == ["imgs/a1.bmp", "imgs/b2.bmp"]
+    assert table.frame["score"].tolist() == [30.5, 71.0]  # the first line is data
+    write(tmp_path / "list.txt", "imgs/a1.bmp\t30.5\nimgs/b2.bmp\t171\n")
+    message = one_line_error(read_labels, entry)
+    assert "list.txt, line 2: score 171.0 of image b2 is outside the scale" in message
+    # The default delimiter: one column; the line says so and names `format: list`.
+    message = one_line_error(read_labels, {**entry, "delimiter": None})
+    assert "list.txt, line 1: column position(s) [1] beyond its 1 ','-delimited" in message
+    assert "format: list" in message
+    message = one_line_error(read_labels, {**entry, "columns": {"id": "img", "score": 1}})
+    assert "mixes names and positions" in message
+    # Names against a header-less file: the line suggests positions or `format: list`.
+    write(tmp_path / "list.csv", "imgs/a1.bmp,30.5\n")
+    message = one_line_error(read_labels, {**entry, "labels": "list.csv", "delimiter": None,
+                                           "columns": {"id": "img_name", "score": "MOS"}})
+    assert "not in the header ['imgs/a1.bmp', '30.5']" in message
+    assert "{path: 0, score: 1}" in message and "format: list" in message
 
 
 def test_missing_root_and_label_file(tmp_path):

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..formats import FORMATS
 from .files import DROP_COLUMNS, DROP_KINDS, index_images, resolve_images, unreadable_reason
 from .labels import EVA_CATEGORIES, LabelTable, read_labels
-from .split_lists import assign_parts, fill_k
+from .split_lists import assign_parts, fill_k, split_files
 from .splits import Split, SplitRequest, make_splits
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,14 @@ class ExperienceData:
         images found unreadable (what `splits/` lists and `counts()` counts)."""
         bad = set(self.unreadable()["image_id"])
         return [i for i in getattr(self.split, which) if i not in bad]
+
+    def no_val(self) -> str:
+        """Why the experience has no validation split ("" when it has one): one line."""
+        if self.split.val:
+            return ""
+        return (f"{self.name}: no validation split ({self.split.sources.get('val', '')}); it "
+                "has no validation column, and validation figures (val ACC, model selection) "
+                "use the experiences that have one")
 
     def normalise(self, scores: np.ndarray) -> np.ndarray:
         """Dataset scale -> [-1, 1], the range the model's cosine score lives in."""
@@ -123,6 +131,7 @@ class ExperienceData:
             "split_by": self.split.by,
             "references": self.split.refs,
             "references_shared": self.split.shared_refs,
+            "split_sources": dict(self.split.sources),
         }
 
 
@@ -173,9 +182,11 @@ def _request(entry: dict, table: LabelTable, frame: pd.DataFrame, ids: list[str]
         refs = frame.set_index("image_id")["ref"]
         groups = {i: refs[i] for i in ids}
     namespace = str(Path(entry["root"]).expanduser().resolve()) if table.path_ids else ""
+    lists = ({p: str(f) for p, f in split_files(entry, Path(entry["root"]).expanduser()).items()}
+             if entry.get("splits") else None)
     return SplitRequest(ids, entry.get("test_fraction") or test_fraction,
                         table.official_test, fixed, groups, split_by != "image", namespace,
-                        fixed_by)
+                        fixed_by, lists, table.official_source)
 
 
 def release_freed_memory() -> None:

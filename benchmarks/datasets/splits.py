@@ -34,6 +34,8 @@ class Split:
     by: str = "image"  # image | reference | list | official | category
     refs: dict[str, int] | None = None  # references per part, where there are references
     shared_refs: int = 0  # references in more than one part (content shared)
+    # Where each part's ids came from, in words (`no val list in splits:` for an empty val).
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class SplitRequest:
     by_reference: bool = True  # False: drawn by image though there are references
     namespace: str = ""
     fixed_by: str = "list"  # what `fixed` came from: list | official
+    lists: dict[str, str] | None = None  # part -> its split list file (split lists)
+    official_source: str = ""  # the official split's file (AVA's test list, KonIQ's sets)
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
@@ -142,16 +146,10 @@ def make_splits(requests: dict[str, SplitRequest], seed: int, val_fraction: floa
         train = [i for i in ids if i not in test and i not in val and i not in elsewhere]
         val = sorted(val - elsewhere)
         test = sorted(test)
-        if not test:
-            raise UserError(
-                f"experience '{name}': its test split is empty ({len(req.ids)} usable images); "
-                "add images, raise the test fraction, or list test images"
-            )
-        if not train:
-            raise UserError(
-                f"experience '{name}': no training image left after the test split and the "
-                f"leakage guard ({len(removed)} removed as test images of other experiences)"
-            )
+        sources = _sources(name, req, val_fraction, val_of)
+        _check_parts(name, req, sources, train, test, removed)
+        if not val:  # allowed: the experience has no validation set (said by the caller)
+            sources["val"] = _no_val(req, sources["val"], test)
         refs, shared = None, 0
         if req.groups is not None:
             by_part = {p: {req.groups[i] for i in ids}
@@ -160,5 +158,73 @@ def make_splits(requests: dict[str, SplitRequest], seed: int, val_fraction: floa
             shared = len((by_part["train"] & by_part["test"]) | (by_part["train"] & by_part["val"])
                          | (by_part["val"] & by_part["test"]))
         splits[name] = Split(train, val, test, req.official_test is not None, len(removed),
-                             removed, by[name], refs, shared)
+                             removed, by[name], refs, shared, sources)
     return splits
+
+
+def _sources(name: str, req: SplitRequest, val_fraction: float, val_of: str) -> dict[str, str]:
+    """Where each part's ids come from, in words (for results.json and the messages)."""
+    units, _ = _units(req)
+    grouped = req.groups is not None and req.by_reference
+    what = f"{len(units)} {'reference' if grouped else 'image'}(s)"
+    if req.fixed is not None and req.fixed_by == "list":
+        lists = req.lists or {}
+        return {p: (f"split list {lists[p]}" if p in lists else
+                    f"no `{p}` list in the entry's `splits:`") for p in PARTS}
+    if req.fixed is not None:
+        return dict.fromkeys(PARTS, f"the official split ({req.official_source})")
+    rest = "the whole experience" if val_of == "all" else "what the test split leaves"
+    val = f"data.val_fraction = {val_fraction:g} of {rest} (data.val_fraction_of: {val_of})"
+    if req.official_test is not None:
+        test = f"the official test list ({req.official_source})"
+        return {"train": "the rest of the label file, less validation", "val": val,
+                "test": test}
+    return {"train": "what test and validation leave", "val": val,
+            "test": f"test_fraction = {req.test_fraction:g} of {what}"}
+
+
+def _no_val(req: SplitRequest, source: str, test: list[str]) -> str:
+    """Why an experience has no validation split, in words."""
+    if req.fixed is not None and req.fixed_by == "list" and source.startswith("split list"):
+        return f"{source} names no usable image"
+    if req.fixed is not None:
+        return source if req.fixed_by == "list" else f"{source} has no validation set"
+    units, unit = _units(req)
+    kind = "reference" if req.groups is not None and req.by_reference else "image"
+    return (f"{source} leaves none: {len(units)} {kind}(s) in all, "
+            f"{len({unit(i) for i in test})} of them in the test split")
+
+
+def _check_parts(name: str, req: SplitRequest, sources: dict[str, str], train: list[str],
+                 test: list[str], removed: list[str]) -> None:
+    """An empty test or training split stops here, saying where its ids came from."""
+    units, _ = _units(req)
+    grouped = req.groups is not None and req.by_reference
+    what = f"{len(units)} usable {'reference' if grouped else 'image'}(s)"
+    for part, ids in (("test", test), ("train", train)):
+        if ids:
+            continue
+        src = sources[part]
+        if req.fixed is not None and req.fixed_by == "list":
+            listed = sum(1 for p in req.fixed.values() if p == part)
+            named = "the file is empty" if not listed else \
+                f"it names {listed} image(s), none of them usable"
+            do = (f"{named}; list {part} images there" if part in (req.lists or {}) else
+                  f"add a `{part}` list to the entry's `splits:`")
+        elif req.fixed is not None or (part == "test" and req.official_test is not None):
+            do = ("none of its images is usable; check the images, or set official_split: "
+                  "false in the entry for a seeded split")
+        elif len(units) < 2:
+            kind = "references" if grouped else "images"
+            do = (f"the experience has {what}, and a seeded split needs at least 2 {kind} "
+                  "(one to train on, one to test); add images"
+                  + (", split by image (split_by: image)" if grouped else "")
+                  + " or give split lists (`splits:`)")
+        elif part == "test":
+            do = (f"the experience has {what}; add images, raise data.test_fraction (or the "
+                  "entry's test_fraction), or give split lists (`splits:`)")
+        else:
+            do = (f"nothing is left after test and validation ({len(removed)} removed as test "
+                  "images of other experiences); lower data.test_fraction or "
+                  "data.val_fraction, or give split lists")
+        raise UserError(f"experience '{name}': its {part} split is empty ({src}): {do}")

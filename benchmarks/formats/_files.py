@@ -1,4 +1,5 @@
-"""MATLAB and Excel label files, read with scipy.io, openpyxl (.xlsx) and xlrd (.xls)."""
+"""MATLAB and Excel label files, read with scipy.io, openpyxl (.xlsx) and xlrd (.xls);
+and the check every label file gets first: not empty, not an HTML page, text if text."""
 
 from __future__ import annotations
 
@@ -8,24 +9,55 @@ import numpy as np
 
 from ..errors import UserError
 
+TEXT_SUFFIXES = {".csv", ".txt", ".json", ".jpgl", ".tsv"}
+SNIFF_BYTES = 4096
+
+
+def check_download(path: Path, text: bool | None = None) -> Path:
+    """Refuse what a failed or cut download leaves under a label file's name: an empty
+    file, an HTML page (an error page saved by a browser or `wget`), or, for a text
+    format, binary data. `text=None`: by the file's suffix."""
+    text = path.suffix.lower() in TEXT_SUFFIXES if text is None else text
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    if not head:
+        raise UserError(f"{path}: the file is empty (0 bytes); re-download it")
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        raise UserError(f"{path}: this is an HTML page (an error page saved under the file's "
+                        "name, a failed download), not the label file; re-download it")
+    if text:
+        try:
+            chars = head.decode("utf-8")
+        except UnicodeDecodeError as exc:  # a cut at the end may split one character
+            chars = head[:exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+        printable = chars is not None and "\x00" not in chars and \
+            sum(c.isprintable() or c in "\t\r\n" for c in chars) >= 0.95 * len(chars)
+        if not printable:
+            raise UserError(f"{path}: binary data where a text file is expected (a broken or "
+                            "wrong download); re-download it")
+    return path
+
 
 def dataset_file(root: Path, rel: str, what: str) -> Path:
     path = root / rel
     if not path.is_file():
         raise UserError(f"{path} not found: {what} ships it; set `root` to the folder the "
                         "dataset unpacks to")
-    return path
+    return check_download(path)
 
 
 def mat_variable(path: Path, name: str) -> np.ndarray:
     """One variable of a MATLAB v5 file, flattened (1×N and N×1 alike)."""
     import scipy.io
 
+    check_download(path, text=False)
     try:
         data = scipy.io.loadmat(path)
-    except (ValueError, NotImplementedError, OSError) as exc:
-        raise UserError(f"{path}: cannot read as a MATLAB file ({exc}); re-download it") \
-            from None
+    except Exception as exc:  # MatReadError, IndexError, ValueError, ...: not a .mat file
+        raise UserError(f"{path}: cannot read as a MATLAB file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                        "re-download it") from None
     if name not in data:
         found = sorted(k for k in data if not k.startswith("__"))
         raise UserError(f"{path}: no variable '{name}' (it has {found}); this is not the "
@@ -60,6 +92,7 @@ def same_length(path: Path, arrays: dict[str, object]) -> None:
 
 def sheet_rows(path: Path, sheet: str | None = None) -> list[list]:
     """Every row of an Excel sheet (.xlsx via openpyxl, .xls via xlrd), cells as values."""
+    check_download(path, text=False)
     try:
         if path.suffix.lower() == ".xls":
             import xlrd
@@ -88,8 +121,9 @@ def sheet_rows(path: Path, sheet: str | None = None) -> list[list]:
     except UserError:
         raise
     except Exception as exc:  # xlrd.XLRDError, zipfile.BadZipFile, ...
-        raise UserError(f"{path}: cannot read as an Excel file ({type(exc).__name__}: {exc});"
-                        " re-download it") from None
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise UserError(f"{path}: cannot read as an Excel file ({type(exc).__name__}: "
+                        f"{detail}); re-download it") from None
 
 
 def header_table(path: Path, rows: list[list], wanted: list[str], sheet: str = "",

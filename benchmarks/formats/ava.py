@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ._files import check_download
 from .base import LabelTable, image_id_of, labels_path, register_format, table
 from .generic import read_json
 
@@ -21,12 +22,11 @@ def read_ava(entry: dict, root: Path) -> LabelTable:
     if source.suffix.lower() == ".json":
         labels = read_json(entry, root, scale=(1.0, 10.0))
         return LabelTable(labels.name, labels.frame, labels.scale, labels.source,
-                          official_test=_ava_official_test(root, entry))
+                          **_ava_official_test(root, entry))
     frame = _read_ava_fast(source)
     if frame is None:  # something is off: the line-by-line reader says where
         frame = _read_ava_lines(source)
-    return table(entry, frame, (1.0, 10.0), source,
-                 official_test=_ava_official_test(root, entry))
+    return table(entry, frame, (1.0, 10.0), source, **_ava_official_test(root, entry))
 
 
 def _read_ava_fast(source: Path) -> pd.DataFrame | None:
@@ -89,13 +89,14 @@ def _read_ava_lines(source: Path) -> pd.DataFrame:
     return frame[["image_id", "score"]]
 
 
-def _ava_official_test(root: Path, entry: dict) -> set[str] | None:
-    if entry.get("official_split") is False:
-        return None
+def _ava_official_test(root: Path, entry: dict) -> dict:
+    """The official test ids and their file, as LabelTable fields (none if not used)."""
     path = root / "aesthetics_image_lists" / "generic_test.jpgl"
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return {image_id_of(line) for line in fh if line.strip()}
+    if entry.get("official_split") is False or not path.is_file():
+        return {}
+    check_download(path, text=True)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        ids = {image_id_of(line) for line in fh if line.strip()}
+    return {"official_test": ids, "official_source": str(path)}
 
 

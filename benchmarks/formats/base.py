@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ._files import check_download
 
 COLUMNS = ["image_id", "score", "path", "ref", "std"]
 
@@ -36,6 +37,7 @@ class LabelTable:
     official_unlabelled: list[str] = field(default_factory=list)  # official test ids not here
     # Official train / val / test per id (KonIQ's sets file), where a dataset ships one.
     official_parts: dict[str, str] | None = None
+    official_source: str = ""  # the file of the official split (test list, sets file)
     # Rows left out by design (LIVE's reference copies, CLIVE's training images): id, reason.
     excluded: list[tuple[str, str]] = field(default_factory=list)
     # Where the score came from: file, column, direction, scale (recorded in results.json).
@@ -98,7 +100,7 @@ def labels_path(entry: dict, root: Path) -> Path:
             f"stream entry '{entry['name']}': label file {path} not found; "
             "set `labels` to the label file's path"
         )
-    return path
+    return check_download(path, text=True)  # eva, ava, json, csv: text files
 
 
 def entry_scale(entry: dict, source: Path) -> tuple[float, float]:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ._files import check_download
 from .base import LabelTable, check_range, first_line, labels_path, numeric, register_format, table
 from .generic import read_simple_csv
 
@@ -61,7 +62,12 @@ def _eva_categories(root: Path, entry: dict) -> dict[str, str]:
     if not path.is_file():
         return {}
     # The real file starts with a UTF-8 BOM and quotes every field.
-    frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
+    check_download(path, text=True)
+    try:
+        frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot parse as CSV ({str(exc).splitlines()[0]}); "
+                        "re-download it") from None
     if list(frame.columns) != ["image_id", "sort"]:
         raise UserError(
             f"{path}, line 1: expected the header \"image_id\",\"sort\", found "

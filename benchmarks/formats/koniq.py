@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ._files import dataset_file
+from ._files import check_download, dataset_file
 from .base import LabelTable, check_values, frame_of, quality_table, register_format
 
 SCALE = (1.0, 5.0)
@@ -18,6 +18,7 @@ SETS = {"training": "train", "validation": "val", "test": "test"}
 
 
 def read_csv_columns(source: Path, columns: list[str]) -> pd.DataFrame:
+    check_download(source, text=True)
     try:
         frame = pd.read_csv(source, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                             skip_blank_lines=False)
@@ -66,4 +67,5 @@ def read_koniq(entry: dict, root: Path) -> LabelTable:
         parts = {f"{IMAGES}/{n.strip()}": SETS[s] for n, s in
                  zip(split["image_name"], split["set"], strict=True)}
     return quality_table(entry, frame, scale, source, "MOS", "higher_better",
-                         [f"line {n}" for n in raw["line"]], official_parts=parts)
+                         [f"line {n}" for n in raw["line"]], official_parts=parts,
+                         official_source=str(sets) if parts is not None else "")

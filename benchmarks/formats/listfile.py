@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import UserError
+from ._files import check_download
 from .base import LabelTable, entry_scale, flip, frame_of, quality_table, register_format
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -43,6 +44,8 @@ def read_list(file: Path, root: Path, what: str = "split list") -> list[ListLine
         key = "`splits` (paths are relative to the dataset root, `{k}` is data.split)" \
             if what == "split list" else "`labels` (relative to the dataset root)"
         raise UserError(f"{what} {file} not found; check the entry's {key}")
+    if file.stat().st_size:  # an empty list is an empty split (said by the caller)
+        check_download(file, text=True)
     text = file.read_bytes().decode("utf-8-sig", errors="replace")
     root = root.resolve()
     out = []
