@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
 import zlib
@@ -29,6 +30,18 @@ def one_line_error(fn, *args, **kwargs) -> str:
     message = str(info.value)
     assert "\n" not in message, message
     return message
+
+
+def same_metrics(a, b, atol: float = 0.0) -> bool:
+    """Metric values (nested lists, results.json's nulls) compared None-aware: None equals
+    None, a number never equals None, numbers within `atol`."""
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+                and len(a) == len(b)
+                and all(same_metrics(x, y, atol) for x, y in zip(a, b, strict=True)))
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=0.0, abs_tol=atol) or (math.isnan(a) and math.isnan(b))
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

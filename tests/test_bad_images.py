@@ -61,7 +61,7 @@ def broken_demo(tiny_demo: Path, tmp_path: Path) -> tuple[Path, list[str]]:
 
 def overrides(root: Path, *extra: str) -> list[str]:
     return [f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
-            "data.image_size=48", "train.epochs=1", "model.pretrained=false",
+            "data.image_size=48", "train.epochs=1",
             "log.progress=false", "log.plots=false", *extra]
 
 

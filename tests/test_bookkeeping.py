@@ -77,7 +77,7 @@ def runs(tiny_demo):
     for name in sorted(STRATEGIES):
         config = load_config(DEMO, [
             f"stream.EVA.root={tiny_demo / 'EVA'}", f"stream.AVA.root={tiny_demo / 'AVA'}",
-            "data.image_size=48", "train.epochs=2", "model.pretrained=false",
+            "data.image_size=48", "train.epochs=2",
             "log.progress=false", "eval.validation=false", f"strategy.name={name}"])
         bench = prepare(config)
         watch = _Watch(bench.parts.plugins)
@@ -173,7 +173,7 @@ def test_the_guides_bookkeeping_example_leaves_the_model_as_trained(tiny_demo, r
     try:
         config = load_config(DEMO, [
             f"stream.EVA.root={tiny_demo / 'EVA'}", f"stream.AVA.root={tiny_demo / 'AVA'}",
-            "data.image_size=48", "train.epochs=2", "model.pretrained=false",
+            "data.image_size=48", "train.epochs=2",
             "log.progress=false", "eval.validation=false", "strategy.name=guide_gradnorm"])
         bench = prepare(config)
         watch = _Watch(bench.parts.plugins)

@@ -186,7 +186,7 @@ def test_evaluation_uses_one_pool_of_workers_for_every_evaluated_dataset(photos,
     from experiments.run import prepare, train_and_evaluate
 
     bench = prepare(_config(photos, "data.cache=true", "data.num_workers=1",
-                            f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false",
+                            f"data.cache_dir={tmp_path / 'cache'}",
                             "eval.validation=true"))
     train_and_evaluate(bench)  # test and validation streams, before and after each step
     strategy, benchmark = bench.trainer.strategy, bench.stream.benchmark

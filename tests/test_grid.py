@@ -79,7 +79,7 @@ def test_a_relaunched_grid_redoes_only_unfinished_runs(tiny_demo, tmp_path, capl
     path.write_text(
         "base: experiments/configs/demo.yaml\nseeds: [0, 1]\n"
         f"overrides: [stream.EVA.root={tiny_demo / 'EVA'}, stream.AVA.root={tiny_demo / 'AVA'},"
-        " data.image_size=48, train.epochs=1, model.pretrained=false, log.progress=false,"
+        " data.image_size=48, train.epochs=1, log.progress=false,"
         " log.plots=false, eval.validation=false]\n"
         "variants: [{label: naive, overrides: []}]\n")
     first, _ = run_grid(path, tmp_path / "runs")

@@ -35,7 +35,7 @@ CLOCK = (0.35, 0.60)
 def command(out: Path, root: Path, strategy: str, *extra: str) -> list[str]:
     return [str(Path(sys.executable).with_name("iqacl")), "run", str(DEMO), "--out", str(out),
             f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
-            "data.image_size=48", "train.epochs=2", "model.pretrained=false",
+            "data.image_size=48", "train.epochs=2",
             "log.progress=false", "log.plots=false", "data.max_dropped_fraction=0.05",
             f"strategy.name={strategy}", *extra]
 

@@ -91,7 +91,7 @@ def test_training_with_workers_uses_one_pass_and_is_reproducible(photos, tmp_pat
     matrices = []
     for ring in (False, True):
         bench = prepare(_config(photos, "data.cache=true", "data.num_workers=1",
-                                f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false",
+                                f"data.cache_dir={tmp_path / 'cache'}",
                                 "eval.validation=false", "train.epochs=3"))
         seen, used = LoaderNames(), RingUse()
         bench.trainer.strategy.plugins += [seen, used]

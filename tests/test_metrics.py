@@ -84,3 +84,11 @@ def test_single_experience_stream_has_no_transfer_metrics():
 
 def test_intransigence():
     assert intransigence([0.9, 0.95, 0.8], R) == pytest.approx([0.1, 0.05, 0.1])
+
+
+def test_metric_comparison_is_none_aware():
+    from conftest import same_metrics
+
+    assert same_metrics([[None, 0.5]], [[None, 0.5 + 1e-9]], atol=1e-6)
+    assert not same_metrics([0.5], [None]) and not same_metrics(None, 0.0)
+    assert not same_metrics([0.5, 0.4], [0.5]) and not same_metrics([0.5], [0.6], atol=1e-3)

@@ -26,7 +26,7 @@ def grid_file(tmp_path: Path, root: Path, broken: bool, ray_block: str = "ray: {
     path.write_text(
         "base: experiments/configs/demo.yaml\nseeds: [0, 1]\n"
         f"overrides: [stream.EVA.root={root / 'EVA'}, stream.AVA.root={root / 'AVA'},"
-        " data.image_size=48, train.epochs=1, model.pretrained=false, log.progress=false,"
+        " data.image_size=48, train.epochs=1, log.progress=false,"
         " log.plots=false, log.csv=false, eval.validation=false]\n"
         f"variants: {variants}\n" + ray_block)
     return path

@@ -21,7 +21,7 @@ DEMO = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"
 
 def overrides(root: Path, strategy: str) -> list[str]:
     return [f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
-            "data.image_size=48", "train.epochs=2", "model.pretrained=false",
+            "data.image_size=48", "train.epochs=2",
             "log.progress=false", "log.plots=false", f"strategy.name={strategy}"]
 
 

@@ -55,7 +55,8 @@ def test_validation_carved_from_training():
 
 
 def test_empty_train_is_an_error():
-    with pytest.raises(UserError, match="no training image left"):
+    with pytest.raises(UserError, match=r"experience 'A': its train split is empty \(.*\): "
+                       r"nothing is left .*\(1 removed as test images of other experiences\)"):
         # A's only training image is a test image of B: the guard removes it.
         make_splits({"A": SplitRequest(["1", "2"], 0.2, official_test={"1"}),
                      "B": SplitRequest(["2", "3"], 0.5, official_test={"2"})}, seed=0,

@@ -28,7 +28,7 @@ DEMO = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"
 def tiny_config(root: Path, *extra: str) -> dict:
     return load_config(DEMO, [
         f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
-        "data.image_size=48", "train.epochs=2", "model.pretrained=false",
+        "data.image_size=48", "train.epochs=2",
         "log.progress=false", "eval.validation=false", *extra])
 
 
@@ -213,7 +213,7 @@ def test_a_strategy_from_a_users_own_file(tiny_demo, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", str(DEMO), "--out", str(out), "--plugins", str(plugin_file),
                  f"stream.EVA.root={tiny_demo / 'EVA'}", f"stream.AVA.root={tiny_demo / 'AVA'}",
-                 "data.image_size=48", "train.epochs=1", "model.pretrained=false",
+                 "data.image_size=48", "train.epochs=1",
                  "log.progress=false", "strategy.name=my_thing", "strategy.scale=0.5"])
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "results.json").read_text())

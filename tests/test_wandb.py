@@ -18,7 +18,7 @@ DEMO = Path(__file__).parents[1] / "experiments" / "configs" / "demo.yaml"
 def config(root: Path, *extra: str) -> dict:
     return load_config(DEMO, [
         f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
-        "data.image_size=48", "train.epochs=1", "model.pretrained=false", "log.progress=false",
+        "data.image_size=48", "train.epochs=1", "log.progress=false",
         "log.plots=true", "log.wandb.enabled=true", "log.wandb.mode=offline", *extra])
 
 
