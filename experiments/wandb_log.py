@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,19 @@ class WandbLogger(BaseLogger):
                       f"{key}/srcc_heatmap": wandb.Image(str(png))}, step=step)
 
     def finish(self, results: dict, run_dir: Path, step: int) -> None:
-        """Full matrices, every summary metric, and results.json + plots as an artifact."""
+        """Full matrices, every summary metric, and results.json + plots as an artifact.
+
+        Offline, it returns once the run's `.wandb` file holds its exit record: W&B's
+        service writes it a moment after `finish()` returns (seen empty under load), and
+        a script may `wandb sync` it at once."""
         self._safe(self._finish, results, Path(run_dir), step)
+        sync_file = self._safe(lambda: Path(self.run.settings.sync_file))
+        offline = self._safe(lambda: self.run.settings.mode == "offline")
         self._safe(lambda: self.run.finish())
         self.run = None
+        if offline and sync_file is not None and not wait_for_exit_record(sync_file):
+            log.warning("W&B: %s was not complete %d s after the run finished; wait before "
+                        "`wandb sync`", sync_file, SYNC_WAIT_S)
 
     def _finish(self, results: dict, run_dir: Path, step: int) -> None:
         import wandb
@@ -123,6 +133,24 @@ def _table(results: dict, metric: str):
 HEADER = b":W&B\xe1\xbe\x00"
 BLOCK = 32768
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+SYNC_WAIT_S = 30
+
+
+def wait_for_exit_record(path: Path, timeout_s: float = SYNC_WAIT_S) -> bool:
+    """Whether the `.wandb` file ends in its exit record within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            kinds = [r.WhichOneof("record_type") for r in read_wandb_records(path)]
+            if "exit" in kinds:
+                return True
+        except Exception:  # not there yet, or a record only half written (DecodeError)
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def read_wandb_records(path: str | Path) -> Iterator:
