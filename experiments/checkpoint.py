@@ -97,6 +97,9 @@ def save_checkpoint(out: Path, bench, done: int, test: StagePredictions,
         "test": _predictions(test),
         "val": _predictions(val),
         "train_loss": bench.trainer.losses.per_experience,
+        # The recipe's records so far (each epoch's lr, the selected epochs): results.json's.
+        "recipe": {k: None if part is None else part.state_dict() for k, part in
+                   (("schedule", bench.trainer.schedule), ("selection", bench.trainer.selection))},
         # Images found unreadable so far (and when): a resumed run's dropped.csv, splits
         # and counts are the uninterrupted run's, whatever its remaining steps read.
         "unreadable": [{c: exp.unreadable()[c].astype(str).tolist() for c in DROP_COLUMNS}
@@ -210,6 +213,11 @@ def restore(bench, state: dict, test: StagePredictions, val: StagePredictions | 
     for k, v in state["clock"].items():
         setattr(strategy.clock, k, v)
     bench.trainer.losses.per_experience = [list(x) for x in state["train_loss"]]
+    for key, part in (("schedule", bench.trainer.schedule),
+                      ("selection", bench.trainer.selection)):
+        saved = state.get("recipe", {}).get(key)
+        if part is not None and saved is not None:
+            part.load_state_dict(saved)
     for exp, saved in zip(bench.stream.experiences, state["unreadable"], strict=True):
         exp.add_dropped(list(zip(*(saved[c] for c in DROP_COLUMNS), strict=True)))
     _restore_predictions(test, state["test"])

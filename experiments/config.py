@@ -49,12 +49,24 @@ DEFAULTS: dict[str, Any] = {
         "weights": "",          # a weight file (state dict, weights_only) instead of a cache
         "weights_tag": "",      # torchvision weights by name (IMAGENET1K_V2); "" = default
     },
-    "loss": {"ranking_weight": 0.1, "margin": 0.1},
+    "loss": {
+        "name": "mse_ranking",  # or "fidelity": the field's loss on in-batch pairs
+        "ranking_weight": 0.1,  # mse_ranking: weight of the pairwise ranking term
+        "margin": 0.1,          # mse_ranking: its hinge margin
+        "target": "binary",     # fidelity: binary ([mu1 > mu2]) or continuous (needs stds)
+        "eps": 1.0e-8,          # fidelity: inside its square roots
+    },
     "train": {
         "epochs": 5,
         "batch_size": 32,
         "lr": 3.0e-4,
         "weight_decay": 0.0,
+        "optimizer": {"name": "adam", "momentum": 0.9, "nesterov": False},  # adam|adamw|sgd
+        "schedule": {"name": "none", "step": 3, "gamma": 0.1},  # none | step | cosine
+        "warmup_epochs": 0,     # first epochs of each experience: head(s) only
+        "warmup_batch_size": 0,  # their batch size (0: train.batch_size)
+        "select": "last",       # or "best_val": the epoch with the best validation SRCC
+        "fresh_optimizer": False,  # clear the optimizer's state at each experience
         "device": "auto",       # auto | cpu | cuda | cuda:N
         "amp": False,           # CUDA: bf16 autocast + channels_last
     },
@@ -120,6 +132,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
 
 def merge(base: Any, user: Any, where: str) -> Any:
+    if isinstance(base, dict) and "name" in base and isinstance(user, str):
+        user = {"name": user}  # train.schedule=step: the name alone, its defaults
     if isinstance(base, dict) and where != "strategy":
         if not isinstance(user, dict):
             raise UserError(f"config key '{where}' must be a mapping, got {user!r}")
@@ -225,6 +239,28 @@ def validate(config: dict) -> None:
         (config["train"]["lr"] > 0, "train.lr", "must be positive"),
         (0 < config["data"]["test_fraction"] < 1, "data.test_fraction", "must be in (0, 1)"),
         (0 <= config["data"]["val_fraction"] < 1, "data.val_fraction", "must be in [0, 1)"),
+        (config["loss"]["name"] in ("mse_ranking", "fidelity"), "loss.name",
+         "must be 'mse_ranking' or 'fidelity'"),
+        (config["loss"]["target"] in ("binary", "continuous"), "loss.target",
+         "must be 'binary' or 'continuous'"),
+        (config["train"]["optimizer"]["name"] in ("adam", "adamw", "sgd"),
+         "train.optimizer.name", "must be 'adam', 'adamw' or 'sgd'"),
+        (not config["train"]["optimizer"]["nesterov"]
+         or config["train"]["optimizer"]["momentum"] > 0, "train.optimizer.nesterov",
+         "needs train.optimizer.momentum above 0"),
+        (config["train"]["schedule"]["name"] in ("none", "step", "cosine"),
+         "train.schedule.name", "must be 'none', 'step' or 'cosine'"),
+        (config["train"]["schedule"]["step"] >= 1, "train.schedule.step", "must be 1 or more"),
+        (0 <= config["train"]["warmup_epochs"] < config["train"]["epochs"],
+         "train.warmup_epochs", "must be 0 or more and below train.epochs (the warm-up "
+         "epochs are the first of train.epochs)"),
+        (config["train"]["warmup_batch_size"] >= 0, "train.warmup_batch_size",
+         "must be 0 (train.batch_size) or more"),
+        (config["train"]["select"] in ("last", "best_val"), "train.select",
+         "must be 'last' or 'best_val'"),
+        (not (config["train"]["warmup_epochs"] and config["model"]["freeze_backbone"]),
+         "train.warmup_epochs", "trains the head(s) alone first; with "
+         "model.freeze_backbone=true every epoch does, so leave it 0"),
         (config["data"]["image_size"] >= 32, "data.image_size", "must be at least 32"),
         (config["data"]["num_workers"] >= 0, "data.num_workers", "must be 0 or more"),
         (0 <= config["data"]["max_dropped_fraction"] <= 1, "data.max_dropped_fraction",

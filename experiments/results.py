@@ -150,7 +150,7 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
               val: StagePredictions | None, protocol: str, uses_task_labels: bool,
               train_loss: list[list[float]], wall_time_s: float, device: str,
               memory: dict | None = None, threads: int | None = None,
-              model: dict | None = None) -> dict:
+              model: dict | None = None, training: dict | None = None) -> dict:
     """Write splits/, predictions/ and (last, atomically) results.json."""
     out.mkdir(parents=True, exist_ok=True)
     names = stream.names
@@ -206,6 +206,9 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "removed_for_leakage": int(sum(e.split.removed_for_leakage
                                        for e in stream.experiences)),
         "train_loss": train_loss,
+        # The recipe (loss, optimiser, schedule, warm-up, selection) and per experience
+        # each epoch's lr and the selected epoch.
+        "training": training,
         "wall_time_s": round(wall_time_s, 2),
         "memory": memory,
         "model": model,

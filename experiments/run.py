@@ -33,7 +33,7 @@ from benchmarks.metrics.plugins import (
     correlation_metrics,
 )
 from benchmarks.stream import Stream, build_stream, check_dropped, joint_experience
-from models import IQALoss
+from models import make_loss
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
 
 from .checkpoint import (
@@ -52,7 +52,9 @@ from .checkpoint import (
 from .loggers import CSVMetricLogger
 from .memory import strategy_memory
 from .model_setup import model_from_config
+from .recipe import FreshOptimizer, LRSchedule, make_optimizer
 from .results import StagePredictions, atomic_file, write_plots, write_run
+from .selection import BestValidation, ValidationCurve
 from .template import IQATemplate
 from .wandb_log import WandbLogger
 
@@ -98,6 +100,8 @@ class Trainer:
     losses: EpochLoss
     unreadable: UnreadableRecorder
     num_workers: int = 0
+    schedule: LRSchedule | None = None
+    selection: BestValidation | None = None
 
     def evaluate(self, stream, name: str = "") -> dict[int, tuple]:
         """Evaluate every experience of `stream` (or of a list of experiences of the stream
@@ -117,10 +121,17 @@ class Trainer:
 
 
 def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
-                 device: torch.device, loggers: list | None = None) -> Trainer:
+                 device: torch.device, loggers: list | None = None,
+                 names: list[str] | None = None) -> Trainer:
     train, evalc = config["train"], config["eval"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=train["lr"],
-                                 weight_decay=train["weight_decay"])
+    optimizer = make_optimizer(model, train)
+    # The recipe's plugins come after the strategy's: the schedule takes whatever optimizer
+    # the strategy trains with (PackNet makes its own at each experience).
+    schedule = LRSchedule(**train["schedule"])
+    recipe = [schedule, *([FreshOptimizer()] if train["fresh_optimizer"] else [])]
+    selection = None
+    if train["select"] == "best_val":
+        selection = BestValidation(evaluate=lambda exps: {}, names=names or [])
     loggers = list(loggers or [])
     if config["log"]["progress"]:
         loggers.append(InteractiveLogger())
@@ -129,6 +140,7 @@ def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
         evaluator = EvaluationPlugin(
             *correlation_metrics(evalc["plcc_fit"]),
             losses := EpochLoss(),
+            *([ValidationCurve(selection)] if selection is not None else []),
             loggers=loggers,
         )
     recorder, unreadable = PredictionRecorder(), UnreadableRecorder()
@@ -138,13 +150,15 @@ def make_trainer(config: dict, model: torch.nn.Module, plugins: list,
         decoder = JpegDecoder(data["image_size"], data["crop_scale"], device)
     strategy = IQATemplate(
         model=model, optimizer=optimizer,
-        criterion=IQALoss(config["loss"]["ranking_weight"], config["loss"]["margin"]),
+        criterion=make_loss(config["loss"]),
         train_mb_size=train["batch_size"], train_epochs=train["epochs"],
         eval_mb_size=evalc["batch_size"], device=device,
-        plugins=[*plugins, recorder, unreadable], evaluator=evaluator,
-        amp=train["amp"], decoder=decoder,
+        plugins=[*plugins, recorder, unreadable, *recipe], evaluator=evaluator,
+        amp=train["amp"], decoder=decoder, warmup_epochs=train["warmup_epochs"],
+        warmup_mb_size=train["warmup_batch_size"], selection=selection,
     )
-    return Trainer(strategy, recorder, losses, unreadable, config["data"]["num_workers"])
+    return Trainer(strategy, recorder, losses, unreadable, config["data"]["num_workers"],
+                   schedule, selection)
 
 
 @dataclass
@@ -234,9 +248,35 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
         model = parts.wrap_model(model)
     if frozen and config["model"]["cache_features"]:
         stream = cached_features(config, stream, model, device)
+    std_tables = training_stds(config, stream)
     loggers, wandb_logger = make_loggers(config, out, resume_step)
-    trainer = make_trainer(config, model, [*parts.plugins, *fault_from_env()], device, loggers)
+    trainer = make_trainer(config, model, [*parts.plugins, *fault_from_env()], device, loggers,
+                           stream.names)
+    if std_tables is not None:
+        trainer.strategy._criterion.set_std(std_tables)
     return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
+
+
+def training_stds(config: dict, stream: Stream) -> dict[int, np.ndarray] | None:
+    """Each experience's training rows' score stds on the targets' [-1, 1] scale, for the
+    fidelity loss's continuous target; a dataset that has none is refused by name."""
+    loss = config["loss"]
+    if loss["name"] != "fidelity" or loss["target"] != "continuous":
+        return None
+    tables = {}
+    for exp in stream.experiences:
+        std = exp.part("train")["std"].to_numpy(dtype=np.float64)
+        missing = int(np.isnan(std).sum())
+        if missing == len(std):
+            raise UserError(f"loss.target = continuous needs each image's score std, and "
+                            f"{exp.name} ({exp.label_info.get('file', exp.source)}) has none; "
+                            "use loss.target=binary, or leave that dataset out")
+        if missing:
+            log.warning("%s: %d training image(s) without a score std pair with nothing in "
+                        "the fidelity loss", exp.name, missing)
+        lo, hi = exp.scale
+        tables[exp.task_label] = std * 2.0 / (hi - lo)
+    return tables
 
 
 def cached_features(config: dict, stream: Stream, model: torch.nn.Module,
@@ -271,6 +311,9 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
     test = StagePredictions(stream.experiences)
     val = StagePredictions(stream.experiences, with_val) if evaluate_val else None
     valid = [bm.valid_stream[j] for j in with_val]
+    selection = trainer.selection
+    if selection is not None:
+        selection.evaluate = lambda exps: trainer.evaluate(exps, bm.valid_stream.name)
     for exp in stream.experiences if bench.config["eval"]["validation"] else []:
         if exp.no_val():
             log.warning(exp.no_val())
@@ -288,6 +331,9 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
         steps = [(f"after_{i}", exp, stream.names[i]) for i, exp in enumerate(bm.train_stream)]
     for i, (stage, experience, name) in enumerate(steps[done:], start=done):
         log.info("training on %s", name)
+        if selection is not None:  # the validation split(s) of what this step trains on
+            selection.targets = (valid if stage == "joint" else
+                                 [bm.valid_stream[i]] if i in with_val else [])
         trainer.train(experience)
         test.add(stage, trainer.evaluate(bm.test_stream))
         if val is not None:
@@ -310,6 +356,42 @@ def model_info(bench: Benchmark) -> dict:
     if hasattr(model, "shares"):
         info["packnet"] = model.shares()
     return info
+
+
+def training_info(bench: Benchmark) -> dict:
+    """The recipe as run, and per experience each epoch's lr and the selected epoch."""
+    config, trainer = bench.config, bench.trainer
+    train, loss = config["train"], dict(config["loss"])
+    if loss["name"] == "fidelity":
+        loss = {k: loss[k] for k in ("name", "target", "eps")}
+    else:
+        loss = {k: loss[k] for k in ("name", "ranking_weight", "margin")}
+    optimizer = dict(train["optimizer"])
+    if optimizer["name"] != "sgd":
+        optimizer = {"name": optimizer["name"]}
+    names = ["joint"] if bench.spec.protocol == "joint" else bench.stream.names
+    schedule = trainer.schedule.lrs if trainer.schedule is not None else {}
+    selection = trainer.selection.records if trainer.selection is not None else {}
+    per_exp = {}
+    for k, name in enumerate(names):
+        entry = {"lr": schedule.get(k)}
+        if k in selection:
+            entry["selection"] = selection[k]
+        per_exp[name] = entry
+    return {
+        "loss": loss,
+        "optimizer": {**optimizer, "lr": train["lr"], "weight_decay": train["weight_decay"],
+                      "fresh_per_experience": train["fresh_optimizer"]},
+        "schedule": dict(train["schedule"]) if train["schedule"]["name"] != "none"
+        else {"name": "none"},
+        "warmup": {"epochs": train["warmup_epochs"],
+                   "batch_size": train["warmup_batch_size"] or train["batch_size"],
+                   "trains": "head(s) only; backbone frozen, BatchNorm in eval mode"}
+        if train["warmup_epochs"] else None,
+        "epochs": train["epochs"], "batch_size": train["batch_size"],
+        "select": train["select"],
+        "per_experience": per_exp,
+    }
 
 
 def record_unreadable(bench: Benchmark, stage: str) -> None:
@@ -399,7 +481,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device), memory=strategy_memory(bench), model=model_info(bench),
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads(), training=training_info(bench),
     )
     # The models of each stage stay (models/); the checkpoints were only for resuming.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -21,12 +21,17 @@
   evaluation batches come from a plain DataLoader (Avalanche's adds a
   multi-dataset sampler). Together about 2.5 ms per evaluated experience: 1%
   of a 313-image evaluation at 64 px on 2 CPU cores (`make perf`).
+- The training recipe (`experiments.recipe`, docs/TRAINING.md): each experience
+  runs in stages (a heads-only warm-up at its own batch size, then the whole
+  network); pair losses get each sample's task label and row; with
+  `train.select: best_val` the selection scores every epoch and puts the best
+  epoch's weights back before any plugin's `after_training_exp`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from avalanche.benchmarks import OnlineCLExperience
@@ -41,11 +46,22 @@ from benchmarks.images.gpu_decode import JpegDecoder
 from benchmarks.images.loaders import EpochLoader, EvalPool, ImagesAhead
 from benchmarks.metrics.plugins import unreadable_rows
 
+from .recipe import Stage, heads_only, training_stages
+from .selection import BestValidation
+
 
 class IQATemplate(SupervisedTemplate):
     def __init__(self, *, amp: bool = False, decoder: JpegDecoder | None = None,
-                 **kwargs):
+                 warmup_epochs: int = 0, warmup_mb_size: int = 0,
+                 selection: BestValidation | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.full_mb_size = self.train_mb_size
+        self.warmup_epochs, self.warmup_mb_size = warmup_epochs, warmup_mb_size
+        self.selection = selection
+        self.stages: list[Stage] = []
+        self.stage: Stage | None = None
+        self.heads_only = False  # plugins may ask (LwF distils in the full stage only)
+        self._loader_epochs: int | None = None
         self.amp = amp and self.device.type == "cuda"
         self.decoder = decoder
         self.mb_unreadable: list[tuple[int, int]] = []
@@ -98,9 +114,59 @@ class IQATemplate(SupervisedTemplate):
         # with one task per experience, one pass through all epochs keeps the workers busy.
         if num_workers == 0 or kwargs or len(data.targets_task_labels.uniques) != 1:
             return super().make_train_dataloader(**args)
-        self.dataloader = EpochLoader(data, self.train_epochs, self.train_mb_size, shuffle,
+        epochs = self._loader_epochs or self.train_epochs
+        self.dataloader = EpochLoader(data, epochs, self.train_mb_size, shuffle,
                                       drop_last, **self._workers(num_workers, pin_memory))
         return None
+
+    def criterion(self):
+        if not getattr(self._criterion, "takes_pairs", False):
+            return super().criterion()
+        if not self.is_training:  # pairs (and stds) are the training sets': no eval loss
+            return self._make_empty_loss()
+        return self._criterion(self.mb_output, self.mb_y, self.mb_task_id, self.mbatch[2])
+
+    def _enter(self, stage: Stage) -> None:
+        self.stage, self.heads_only = stage, stage.heads_only
+        self.train_mb_size, self._loader_epochs = stage.batch_size, stage.epochs
+
+    def _before_training_exp(self, **kwargs):
+        self.stages = training_stages(self.train_epochs, self.full_mb_size,
+                                      self.warmup_epochs, self.warmup_mb_size)
+        self._enter(self.stages[0])
+        super()._before_training_exp(**kwargs)
+
+    def _train_exp(self, experience, eval_streams=None, **kwargs):
+        """The experience's stages, epoch by epoch; then the selected epoch's weights."""
+        if self.selection is not None:
+            self.selection.start(self.clock.train_exp_counter)
+        stop = False
+        for k, stage in enumerate(self.stages):
+            if stop:
+                break
+            if k:  # a new batch size: a new loader (replay's too, by its stage hook)
+                self._enter(stage)
+                self.make_train_dataloader(**kwargs)
+                for plugin in self.plugins:
+                    if hasattr(plugin, "before_training_stage"):
+                        plugin.before_training_stage(self, **kwargs)
+            with heads_only(self.model) if stage.heads_only else nullcontext():
+                for _ in range(stage.epochs):
+                    self._before_training_epoch(**kwargs)
+                    if self._stop_training:  # early stopping (a plugin asked)
+                        self._stop_training, stop = False, True
+                        break
+                    self.training_epoch(**kwargs)
+                    self._after_training_epoch(**kwargs)
+        if self.selection is not None:
+            self.selection.finish(self)
+        # after_training_exp's bookkeeping (EWC's importance, replay) sees the full batch size
+        self._enter(Stage("full", self.train_epochs, self.full_mb_size, False))
+
+    def _after_training_epoch(self, **kwargs):
+        if self.selection is not None:  # before the metrics, which report its value
+            self.selection.after_epoch(self, self.stage.name)
+        super()._after_training_epoch(**kwargs)
 
     def eval(self, exp_list, **kwargs):
         # Every experience of the stream joins the pool before the first pass, so its

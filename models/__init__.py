@@ -2,7 +2,7 @@
 
 from .backbones import LEGACY, build_backbone
 from .iqa import IQAModel, MultiHeadIQAModel, build_model
-from .loss import IQALoss
+from .loss import FidelityLoss, IQALoss, make_loss
 
-__all__ = ["LEGACY", "IQALoss", "IQAModel", "MultiHeadIQAModel", "build_backbone",
-           "build_model"]
+__all__ = ["LEGACY", "FidelityLoss", "IQALoss", "IQAModel", "MultiHeadIQAModel",
+           "build_backbone", "build_model", "make_loss"]

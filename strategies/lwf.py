@@ -37,7 +37,8 @@ class ScoreLwFPlugin(SupervisedPlugin):
         return loss
 
     def before_backward(self, strategy, **kwargs) -> None:
-        if self.prev_model is None:
+        # Not in a heads-only warm-up: the field distils in the whole-network stage only.
+        if self.prev_model is None or getattr(strategy, "heads_only", False):
             return
         x = strategy.mb_x
         if isinstance(strategy.model, MultiTaskModule):

@@ -207,7 +207,12 @@ class PackNetPlugin(SupervisedPlugin):
 
     def check_config(self, config: dict) -> None:
         """Before the model or data: the run would stop at its first experience."""
-        self._check_epochs(config["train"]["epochs"])
+        train = config["train"]
+        self._check_epochs(train["epochs"])
+        if train["warmup_epochs"] > train["epochs"] - self.post_prune_epochs:
+            raise UserError(f"packnet: it prunes before the last {self.post_prune_epochs} "
+                            f"epoch(s), inside the {train['warmup_epochs']}-epoch heads-only "
+                            "warm-up; lower train.warmup_epochs or strategy.post_prune_epochs")
 
     def _check_epochs(self, epochs: int) -> None:
         if self.post_prune_epochs >= epochs:
@@ -229,6 +234,9 @@ class PackNetPlugin(SupervisedPlugin):
     def before_training_epoch(self, strategy, **kwargs) -> None:
         if strategy.clock.train_exp_epochs == strategy.train_epochs - self.post_prune_epochs:
             self._prune(strategy)
+            if getattr(strategy, "selection", None) is not None:
+                # train.select=best_val: an epoch before pruning is not a pruned network
+                strategy.selection.restart("packnet pruned the network")
 
     def _prune(self, strategy) -> None:
         # Magnitudes only, no forward pass; in `bookkeeping` all the same, so that a

@@ -79,6 +79,10 @@ class Replay(ReplayPlugin):
             self._pending = None
         return super().before_training_exp(strategy, *args, **kwargs)
 
+    def before_training_stage(self, strategy, **kwargs) -> None:
+        """A warm-up's next stage has its own batch size: the replay loader again."""
+        ReplayPlugin.before_training_exp(self, strategy, **kwargs)
+
     def after_training_exp(self, strategy, **kwargs):
         # The buffer's selection: random here, but Avalanche's storage policies may score
         # samples with the model (herding, feature-based selection).
