@@ -10,6 +10,7 @@ Test sets are never looked at.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 
@@ -70,8 +71,8 @@ class BestValidation:
         best = record["val_srcc"]
         if value is not None and (best is None or value > best):
             record["val_srcc"], record["selected_epoch"] = value, epoch
-            self._best_state = {k: v.detach().clone()
-                                for k, v in strategy.model.state_dict().items()}
+            # A copy (PackNet's extra state is a dict of tensors, not a tensor).
+            self._best_state = copy.deepcopy(strategy.model.state_dict())
 
     def restart(self, why: str) -> None:
         """Earlier epochs are no longer candidates (PackNet pruned the network)."""

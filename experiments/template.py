@@ -36,10 +36,12 @@ from contextlib import contextmanager, nullcontext
 import torch
 from avalanche.benchmarks import OnlineCLExperience
 from avalanche.benchmarks.utils.data_loader import collate_from_data_or_kwargs
+from avalanche.core import SupervisedPlugin
 from avalanche.distributed import DistributedHelper
 from avalanche.models.dynamic_modules import DynamicModule
 from avalanche.models.utils import avalanche_model_adaptation
 from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.utils import trigger_plugins
 from torch.utils.data import DataLoader
 
 from benchmarks.images.gpu_decode import JpegDecoder
@@ -50,7 +52,17 @@ from .recipe import Stage, heads_only, training_stages
 from .selection import BestValidation
 
 
+class IQAPlugin(SupervisedPlugin):
+    """Avalanche's plugin callbacks plus the recipe's: `before_training_stage` runs when
+    an experience's next stage (after a warm-up) starts, its loader remade."""
+
+    def before_training_stage(self, strategy, **kwargs) -> None:
+        pass
+
+
 class IQATemplate(SupervisedTemplate):
+    PLUGIN_CLASS = IQAPlugin  # Avalanche checks plugins' callbacks against this class
+
     def __init__(self, *, amp: bool = False, decoder: JpegDecoder | None = None,
                  warmup_epochs: int = 0, warmup_mb_size: int = 0,
                  selection: BestValidation | None = None, **kwargs):
@@ -147,9 +159,7 @@ class IQATemplate(SupervisedTemplate):
             if k:  # a new batch size: a new loader (replay's too, by its stage hook)
                 self._enter(stage)
                 self.make_train_dataloader(**kwargs)
-                for plugin in self.plugins:
-                    if hasattr(plugin, "before_training_stage"):
-                        plugin.before_training_stage(self, **kwargs)
+                trigger_plugins(self, "before_training_stage", **kwargs)
             with heads_only(self.model) if stage.heads_only else nullcontext():
                 for _ in range(stage.epochs):
                     self._before_training_epoch(**kwargs)

@@ -59,6 +59,12 @@ def normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x / SQRT2))
 
 
+def thurstone_target(diff: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """P(image 1 better) from mu1 - mu2 and sd1^2 + sd2^2 (both stds zero: 1, 0 or 0.5)."""
+    safe = torch.where(var > 0, var, 1.0)
+    return torch.where(var > 0, normal_cdf(diff / safe.sqrt()), 0.5 * (1 + torch.sign(diff)))
+
+
 def fidelity_loss(pred: torch.Tensor, target: torch.Tensor, tasks: torch.Tensor | None = None,
                   std: torch.Tensor | None = None, target_kind: str = "binary",
                   eps: float = 1e-8) -> torch.Tensor:
@@ -90,10 +96,7 @@ def fidelity_loss(pred: torch.Tensor, target: torch.Tensor, tasks: torch.Tensor 
         pair = pair & (diff != 0)
     else:
         sd = torch.where(known, std, 0.0)
-        var = sd.unsqueeze(1) ** 2 + sd.unsqueeze(0) ** 2
-        safe = torch.where(var > 0, var, 1.0)
-        # Both stds zero: certain order (or 0.5 for a tie).
-        g = torch.where(var > 0, normal_cdf(diff / safe.sqrt()), 0.5 * (1 + torch.sign(diff)))
+        g = thurstone_target(diff, sd.unsqueeze(1) ** 2 + sd.unsqueeze(0) ** 2)
     p = normal_cdf(pred.unsqueeze(1) - pred.unsqueeze(0))
     f = 1 - torch.sqrt(p * g + eps) - torch.sqrt((1 - p) * (1 - g) + eps)
     w = pair.to(pred.dtype)
@@ -106,7 +109,8 @@ class FidelityLoss(nn.Module):
     Pairs never cross task labels, so a joint, cumulative or replay batch pairs each
     image only with images of its own dataset. The continuous target looks each
     image's std up by (task label, training row) in tables the runner sets
-    (`set_std`), on the [-1, 1] scale of the targets.
+    (`set_std`), on the [-1, 1] scale of the targets; called without rows (EWC's
+    importance pass calls `criterion(out, y)`) it uses the binary target.
     """
 
     takes_pairs = True
@@ -130,11 +134,13 @@ class FidelityLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 tasks: torch.Tensor | None = None, rows: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        std = None
-        if self.target == "continuous":
+        if self.target == "continuous" and rows is not None and tasks is not None:
             table = self.std_table.to(pred.device)
             std = table[tasks.reshape(-1).to(pred.device), rows.reshape(-1).to(pred.device)]
-        return fidelity_loss(pred, target, tasks, std, self.target, self.eps)
+            return fidelity_loss(pred, target, tasks, std, "continuous", self.eps)
+        # Called with scores alone (Avalanche's EWC importance pass): the order of the
+        # targets is all there is, so the binary target.
+        return fidelity_loss(pred, target, tasks, None, "binary", self.eps)
 
 
 TARGETS = ("binary", "continuous")
