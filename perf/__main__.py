@@ -18,6 +18,7 @@ from .crops import crop_rows
 from .ewc import ewc_rows
 from .gpu import GPU_SIZES, gpu_rows
 from .loops import feature_rows, loader_rows, loop_rows
+from .recipe import loss_rows, selection_rows
 from .report import render, table
 from .startup import cli_rows, demo_rss_rows, stream_rows
 from .timing import Row
@@ -27,11 +28,13 @@ SIZES = {
     "full": {"photos": 480, "loop_size": 64, "probe_size": 128, "probe_epochs": 30,
              "probe_rounds": 3, "ewc_samples": 48, "ewc_size": 128, "ava_lines": 255_530,
              "eva_images": 4_070, "eva_votes": 137_000, "stream_rounds": 3,
-             "demo": (600, 360), "crop_images": 48, "crop_rounds": 5},
+             "demo": (600, 360), "crop_images": 48, "crop_rounds": 5,
+             "loss_size": 64, "loss_rounds": 7, "select_size": 64, "select_rounds": 3},
     "tiny": {"photos": 40, "loop_size": 48, "probe_size": 48, "probe_epochs": 2,
              "probe_rounds": 1, "ewc_samples": 4, "ewc_size": 48, "ava_lines": 2_000,
              "eva_images": 100, "eva_votes": 3_000, "stream_rounds": 1, "demo": (40, 20),
-             "crop_images": 4, "crop_rounds": 1},
+             "crop_images": 4, "crop_rounds": 1,
+             "loss_size": 32, "loss_rounds": 1, "select_size": 48, "select_rounds": 1},
 }
 
 
@@ -48,6 +51,9 @@ def cpu_rows(work: Path, size: dict) -> list[Row]:
                              size["probe_rounds"]),
         lambda: crop_rows(work, size["crop_images"], rounds=size["crop_rounds"]),
         lambda: ewc_rows(size["ewc_samples"], size["ewc_size"]),
+        lambda: loss_rows(size["loss_size"], rounds=size["loss_rounds"]),
+        lambda: selection_rows(photos, cache, size["select_size"],
+                               rounds=size["select_rounds"]),
         lambda: stream_rows(work, size["ava_lines"], size["eva_images"], size["eva_votes"],
                             size["stream_rounds"]),
         cli_rows,

@@ -29,7 +29,7 @@ def table(rows: list[Row]) -> list[str]:
         elif r.absolute:
             target = f"{'<' if not r.higher_is_better else '≥'} {_fmt(r.target)} {r.unit}"
         else:
-            target = f"≥ {r.target:g}×"
+            target = f"{'≤' if not r.higher_is_better else '≥'} {r.target:g}×"
         result = {None: "—", True: "pass", False: "**FAIL**"}[r.passed]
         if r.target is not None and r.passed is None:
             result = f"out of reach here (bound {r.bound:.2f}×)"

@@ -60,7 +60,9 @@ class Row:
         if self.target is None or (self.bound is not None and self.bound < self.target):
             return None
         value = self.judged
-        return value >= self.target if self.higher_is_better else value < self.target
+        if self.higher_is_better:
+            return value >= self.target
+        return value < self.target if self.absolute else value <= self.target
 
 
 @dataclass

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
+from conftest import DEMO, one_line_error, same_metrics
 
 from experiments.config import load_config
 from experiments.run import prepare, run, train_and_evaluate
 from models.loss import FidelityLoss, fidelity_loss, make_loss, thurstone_target
 from strategies import STRATEGIES
-
-from conftest import DEMO, one_line_error, same_metrics
 
 
 def phi(x: float) -> float:
@@ -292,3 +291,33 @@ def test_every_strategy_trains_with_the_recipe(name, tiny_demo, tmp_path):
             assert entry["selection"]["val_srcc"] == max(
                 v for v in entry["selection"]["curve"][entry["selection"]["eligible_from"] - 1:]
                 if v is not None)
+
+
+# ---------------------------------------------------------------- the continuous target
+
+BIQA = Path(__file__).parents[1] / "experiments" / "configs" / "demo_biqa.yaml"
+NAMES = ("LIVE", "CSIQ", "BID", "CLIVE", "KonIQ", "KADID")
+
+
+def test_the_continuous_target_needs_stds_and_reads_them_on_the_targets_scale(tmp_path):
+    from benchmarks.demo.biqa import FOLDERS, make_biqa_demo
+
+    make_biqa_demo(tmp_path, scale=0.05, seed=0)
+    roots = [f"stream.{n}.root={tmp_path / f}" for n, f in zip(NAMES, FOLDERS, strict=True)]
+    args = [*roots, "loss.name=fidelity", "loss.target=continuous", "log.progress=false",
+            "train.epochs=1"]
+    message = one_line_error(prepare, load_config(BIQA, args))
+    assert "BID" in message and "loss.target=binary" in message
+    config = load_config(BIQA, args)
+    config["stream"] = [e for e in config["stream"] if e["name"] != "BID"]
+    bench = prepare(config)
+    table = bench.trainer.strategy._criterion.std_table
+    for exp in bench.stream.experiences:
+        std = torch.tensor(exp.part("train")["std"].to_numpy(), dtype=torch.float32)
+        lo, hi = exp.scale
+        assert torch.isfinite(std).all(), exp.name
+        assert torch.allclose(table[exp.task_label, : len(std)], std * 2 / (hi - lo))
+    config["stream"] = config["stream"][:2]
+    results = run(config, tmp_path / "run")
+    assert results["training"]["loss"]["target"] == "continuous"
+    assert all(math.isfinite(v) and v > -1 for v in results["train_loss"][0])
