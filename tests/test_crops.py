@@ -136,7 +136,8 @@ def test_six_task_protocol_end_to_end(biqa, tmp_path, capsys):
     from experiments.cli import main
 
     cfg = ROOT / "experiments" / "configs" / "demo_biqa.yaml"
-    common = [*roots(biqa), "train.epochs=1", "data.image_size=32", "log.plots=false",
+    common = [*roots(biqa), "train.epochs=1", "train.warmup_epochs=0", "data.image_size=32",
+              "log.plots=false",
               "log.progress=false", "eval.validation=false"]
     assert main(["run", str(cfg), "--out", str(tmp_path / "plain"), *common]) == 0
     out = capsys.readouterr().out

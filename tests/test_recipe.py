@@ -305,7 +305,7 @@ def test_the_continuous_target_needs_stds_and_reads_them_on_the_targets_scale(tm
     make_biqa_demo(tmp_path, scale=0.05, seed=0)
     roots = [f"stream.{n}.root={tmp_path / f}" for n, f in zip(NAMES, FOLDERS, strict=True)]
     args = [*roots, "loss.name=fidelity", "loss.target=continuous", "log.progress=false",
-            "train.epochs=1"]
+            "train.epochs=2"]
     message = one_line_error(prepare, load_config(BIQA, args))
     assert "BID" in message and "loss.target=binary" in message
     config = load_config(BIQA, args)
