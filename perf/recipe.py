@@ -63,7 +63,9 @@ def selection_rows(root: Path, cache_dir: Path, size: int, epochs: int = 2,
     benches = {}
     for select in ("best_val", "last"):
         bench = prepare(photo_config(root, cache_dir, f"data.image_size={size}",
-                                     f"train.epochs={epochs}", f"train.select={select}"))
+                                     f"train.epochs={epochs}", f"train.select={select}",
+                                     # scores that vary: selection copies weights
+                                     "model.pretrained=true"))
         bm = bench.stream.benchmark
         if bench.trainer.selection is not None:
             trainer = bench.trainer

@@ -81,6 +81,19 @@ def test_gradients_are_finite_where_the_predicted_probability_is_0_or_1(kind):
     assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
 
 
+@pytest.mark.parametrize("kind", ["binary", "continuous"])
+def test_the_fidelity_loss_never_branches_on_a_value(kind):
+    # Meta tensors have no data: an `if` on a value or a boolean mask would raise here,
+    # as it would make the CPU wait for the GPU at every minibatch there.
+    loss = FidelityLoss(kind)
+    loss.set_std({0: torch.ones(256)})
+    loss.std_table = loss.std_table.to("meta")
+    meta = torch.empty(128, device="meta", requires_grad=True)
+    ints = torch.zeros(128, dtype=torch.long, device="meta")
+    loss(meta, torch.empty(128, device="meta"), ints, ints).backward()
+    assert meta.grad.shape == (128,)
+
+
 def test_the_continuous_loss_looks_stds_up_by_task_and_row():
     loss = FidelityLoss("continuous")
     loss.set_std({0: torch.tensor([0.1, 0.3]), 1: torch.tensor([0.2, 0.2, 0.4])})
