@@ -42,7 +42,8 @@ def quiet_wandb(monkeypatch):
 
 def test_offline_run_holds_summary_and_matrix_table(tiny_demo, tmp_path):
     out = tmp_path / "run"
-    results = run(config(tiny_demo, "log.wandb.tags=[demo, test]"), out)
+    results = run(config(tiny_demo, "log.wandb.tags=[demo, test]", "train.epochs=2",
+                         "train.select=best_val"), out)
     (wandb_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
     summary, history = {}, []
     for record in read_wandb_records(wandb_file):
@@ -66,6 +67,12 @@ def test_offline_run_holds_summary_and_matrix_table(tiny_demo, tmp_path):
     assert table["data"][0][1:] == pytest.approx(results["initial"]["srcc"])
     assert table["data"][2][1:] == pytest.approx(results["matrices"]["srcc"][1])
     assert any("matrix_so_far/srcc_heatmap" in row for row in history)
+    # train.select=best_val: each epoch's validation SRCC, the curve results.json holds.
+    for name in ("EVA", "AVA"):
+        curve = [row[f"Val_SRCC_Epoch/{name}"] for row in history
+                 if f"Val_SRCC_Epoch/{name}" in row]
+        selection = results["training"]["per_experience"][name]["selection"]
+        assert curve == pytest.approx(selection["curve"]) and len(curve) == 2
 
 
 def test_wandb_that_cannot_start_never_stops_a_run(tiny_demo, tmp_path, monkeypatch, caplog):
