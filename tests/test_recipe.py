@@ -118,6 +118,25 @@ def test_recipe_options_are_checked_before_any_work():
         assert key in one_line_error(load_config, DEMO, [bad])
 
 
+def test_the_optimizer_is_the_one_named_with_its_settings():
+    from experiments.recipe import make_optimizer
+
+    model = torch.nn.Linear(3, 1)
+    for name, cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                      ("sgd", torch.optim.SGD)):
+        train = load_config(DEMO, [f"train.optimizer.name={name}", "train.lr=0.01",
+                                   "train.weight_decay=0.001", "train.optimizer.nesterov=true",
+                                   "train.optimizer.momentum=0.8"])["train"]
+        opt = make_optimizer(model, train)
+        assert type(opt) is cls
+        assert opt.defaults["lr"] == 0.01 and opt.defaults["weight_decay"] == 0.001
+        if name == "sgd":
+            assert opt.defaults["momentum"] == 0.8 and opt.defaults["nesterov"] is True
+    assert "nesterov" in one_line_error(load_config, DEMO, ["train.optimizer.name=sgd",
+                                                           "train.optimizer.nesterov=true",
+                                                           "train.optimizer.momentum=0"])
+
+
 def tiny(root: Path, *extra: str) -> dict:
     return load_config(DEMO, [
         f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
