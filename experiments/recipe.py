@@ -7,12 +7,21 @@ the whole network, with a StepLR counted over both stages.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from avalanche.core import SupervisedPlugin
+
+from benchmarks.errors import UserError
+from benchmarks.stream import Stream
+
+from .selection import BestValidation
+
+log = logging.getLogger(__name__)
 
 
 def make_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.Optimizer:
@@ -116,3 +125,61 @@ def heads_only(model: torch.nn.Module) -> Iterator[None]:
         model.frozen_backbone = was_frozen
         if not was_frozen:
             backbone.train(model.training)
+
+
+def training_stds(config: dict, stream: Stream) -> dict[int, np.ndarray] | None:
+    """Each experience's training rows' score stds on the targets' [-1, 1] scale, for the
+    fidelity loss's continuous target; a dataset that has none is refused by name."""
+    loss = config["loss"]
+    if loss["name"] != "fidelity" or loss["target"] != "continuous":
+        return None
+    tables = {}
+    for exp in stream.experiences:
+        std = exp.part("train")["std"].to_numpy(dtype=np.float64)
+        missing = int(np.isnan(std).sum())
+        if missing == len(std):
+            raise UserError(f"loss.target = continuous needs each image's score std, and "
+                            f"{exp.name} ({exp.label_info.get('file', exp.source)}) has none; "
+                            "use loss.target=binary, or leave that dataset out")
+        if missing:
+            log.warning("%s: %d training image(s) without a score std pair with nothing in "
+                        "the fidelity loss", exp.name, missing)
+        lo, hi = exp.scale
+        tables[exp.task_label] = std * 2.0 / (hi - lo)
+    return tables
+
+
+def recipe_record(config: dict, names: list[str], schedule: LRSchedule | None,
+                  selection: BestValidation | None) -> dict:
+    """results.json's `training`: the recipe as run, and per step (`names`: the stream's
+    experiences, or ["joint"]) each epoch's lr and the selection."""
+    train, loss = config["train"], dict(config["loss"])
+    if loss["name"] == "fidelity":
+        loss = {k: loss[k] for k in ("name", "target", "eps")}
+    else:
+        loss = {k: loss[k] for k in ("name", "ranking_weight", "margin")}
+    optimizer = dict(train["optimizer"])
+    if optimizer["name"] != "sgd":
+        optimizer = {"name": optimizer["name"]}
+    lrs = schedule.lrs if schedule is not None else {}
+    records = selection.records if selection is not None else {}
+    per_exp = {}
+    for k, name in enumerate(names):
+        entry = {"lr": lrs.get(k)}
+        if k in records:
+            entry["selection"] = records[k]
+        per_exp[name] = entry
+    return {
+        "loss": loss,
+        "optimizer": {**optimizer, "lr": train["lr"], "weight_decay": train["weight_decay"],
+                      "fresh_per_experience": train["fresh_optimizer"]},
+        "schedule": dict(train["schedule"]) if train["schedule"]["name"] != "none"
+        else {"name": "none"},
+        "warmup": {"epochs": train["warmup_epochs"],
+                   "batch_size": train["warmup_batch_size"] or train["batch_size"],
+                   "trains": "head(s) only; backbone frozen, BatchNorm in eval mode"}
+        if train["warmup_epochs"] else None,
+        "epochs": train["epochs"], "batch_size": train["batch_size"],
+        "select": train["select"],
+        "per_experience": per_exp,
+    }

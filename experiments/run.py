@@ -52,7 +52,7 @@ from .checkpoint import (
 from .loggers import CSVMetricLogger
 from .memory import strategy_memory
 from .model_setup import model_from_config
-from .recipe import FreshOptimizer, LRSchedule, make_optimizer
+from .recipe import FreshOptimizer, LRSchedule, make_optimizer, recipe_record, training_stds
 from .results import StagePredictions, atomic_file, write_plots, write_run
 from .selection import BestValidation, ValidationCurve
 from .template import IQATemplate
@@ -257,28 +257,6 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
     return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
 
 
-def training_stds(config: dict, stream: Stream) -> dict[int, np.ndarray] | None:
-    """Each experience's training rows' score stds on the targets' [-1, 1] scale, for the
-    fidelity loss's continuous target; a dataset that has none is refused by name."""
-    loss = config["loss"]
-    if loss["name"] != "fidelity" or loss["target"] != "continuous":
-        return None
-    tables = {}
-    for exp in stream.experiences:
-        std = exp.part("train")["std"].to_numpy(dtype=np.float64)
-        missing = int(np.isnan(std).sum())
-        if missing == len(std):
-            raise UserError(f"loss.target = continuous needs each image's score std, and "
-                            f"{exp.name} ({exp.label_info.get('file', exp.source)}) has none; "
-                            "use loss.target=binary, or leave that dataset out")
-        if missing:
-            log.warning("%s: %d training image(s) without a score std pair with nothing in "
-                        "the fidelity loss", exp.name, missing)
-        lo, hi = exp.scale
-        tables[exp.task_label] = std * 2.0 / (hi - lo)
-    return tables
-
-
 def cached_features(config: dict, stream: Stream, model: torch.nn.Module,
                     device: torch.device) -> Stream:
     """The stream as frozen-backbone features: the backbone runs once per image."""
@@ -356,42 +334,6 @@ def model_info(bench: Benchmark) -> dict:
     if hasattr(model, "shares"):
         info["packnet"] = model.shares()
     return info
-
-
-def training_info(bench: Benchmark) -> dict:
-    """The recipe as run, and per experience each epoch's lr and the selected epoch."""
-    config, trainer = bench.config, bench.trainer
-    train, loss = config["train"], dict(config["loss"])
-    if loss["name"] == "fidelity":
-        loss = {k: loss[k] for k in ("name", "target", "eps")}
-    else:
-        loss = {k: loss[k] for k in ("name", "ranking_weight", "margin")}
-    optimizer = dict(train["optimizer"])
-    if optimizer["name"] != "sgd":
-        optimizer = {"name": optimizer["name"]}
-    names = ["joint"] if bench.spec.protocol == "joint" else bench.stream.names
-    schedule = trainer.schedule.lrs if trainer.schedule is not None else {}
-    selection = trainer.selection.records if trainer.selection is not None else {}
-    per_exp = {}
-    for k, name in enumerate(names):
-        entry = {"lr": schedule.get(k)}
-        if k in selection:
-            entry["selection"] = selection[k]
-        per_exp[name] = entry
-    return {
-        "loss": loss,
-        "optimizer": {**optimizer, "lr": train["lr"], "weight_decay": train["weight_decay"],
-                      "fresh_per_experience": train["fresh_optimizer"]},
-        "schedule": dict(train["schedule"]) if train["schedule"]["name"] != "none"
-        else {"name": "none"},
-        "warmup": {"epochs": train["warmup_epochs"],
-                   "batch_size": train["warmup_batch_size"] or train["batch_size"],
-                   "trains": "head(s) only; backbone frozen, BatchNorm in eval mode"}
-        if train["warmup_epochs"] else None,
-        "epochs": train["epochs"], "batch_size": train["batch_size"],
-        "select": train["select"],
-        "per_experience": per_exp,
-    }
 
 
 def record_unreadable(bench: Benchmark, stage: str) -> None:
@@ -481,7 +423,10 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device), memory=strategy_memory(bench), model=model_info(bench),
-        threads=torch.get_num_threads(), training=training_info(bench),
+        threads=torch.get_num_threads(),
+        training=recipe_record(bench.config,
+                               ["joint"] if bench.spec.protocol == "joint" else bench.stream.names,
+                               bench.trainer.schedule, bench.trainer.selection),
     )
     # The models of each stage stay (models/); the checkpoints were only for resuming.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
