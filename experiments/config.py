@@ -74,6 +74,17 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 64,
         "plcc_fit": "none",     # or "logistic" (4-parameter, as in many IQA papers)
         "validation": True,     # also evaluate the validation splits after each experience
+        # Multi-head models: oracle (dataset s by head s, task-aware), newest (the last
+        # head for all) or weighted (task-agnostic routing by prototypes; docs/STRATEGIES.md)
+        "heads": "oracle",
+        "routing": {
+            "features": "initial",  # the frozen initial network's, or "current" (drifts)
+            "k": 128,              # K-means prototypes per task (capped by its images)
+            "tau": 32.0,           # w = softmax(-tau * distance) over the seen tasks
+            "newest_blend": 0.0,   # b * newest head + (1 - b) * weighted (the field's: 0.5)
+            "n_init": 20,          # K-means restarts (the field's 20)
+            "max_iter": 1000,
+        },
     },
     "strategy": {"name": "naive"},
     "log": {
@@ -289,6 +300,15 @@ def validate(config: dict) -> None:
          "model.cache_features=false or data.crop_eval=whole"),
         (config["eval"]["plcc_fit"] in ("none", "logistic"), "eval.plcc_fit",
          "must be 'none' or 'logistic'"),
+        (config["eval"]["heads"] in ("oracle", "newest", "weighted"), "eval.heads",
+         "must be 'oracle', 'newest' or 'weighted'"),
+        (config["eval"]["routing"]["features"] in ("initial", "current"),
+         "eval.routing.features", "must be 'initial' or 'current'"),
+        (config["eval"]["routing"]["k"] >= 1, "eval.routing.k", "must be 1 or more"),
+        (config["eval"]["routing"]["tau"] > 0, "eval.routing.tau", "must be positive"),
+        (0 <= config["eval"]["routing"]["newest_blend"] <= 1, "eval.routing.newest_blend",
+         "must be in [0, 1]"),
+        (config["eval"]["routing"]["n_init"] >= 1, "eval.routing.n_init", "must be 1 or more"),
         (config["model"]["heads"] in ("shared", "per_task"), "model.heads",
          "must be 'shared' or 'per_task'"),
         (config["log"]["wandb"]["mode"] in ("offline", "online", "disabled"), "log.wandb.mode",

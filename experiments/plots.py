@@ -78,12 +78,46 @@ def curves(results: dict, metric: str, path: Path) -> Path:
     return path
 
 
+def routing_heatmap(results: dict, path: Path) -> Path:
+    """The last stage's routing matrix: row s, the mean weight dataset s gives each head."""
+    plt = _pyplot()
+    names = results["experiences"]
+    routing = results["routing"]
+    last = list(routing["matrices"])[-1]
+    values = np.array([[np.nan if v is None else v for v in row]
+                       for row in routing["matrices"][last]], dtype=float)
+    size = max(4.0, 1.1 * len(names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, 0.8 * size))
+    im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(names)), [f"head {n}" for n in names], rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("head")
+    ax.set_ylabel("test images of")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            text = "—" if np.isnan(values[i, j]) else f"{values[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9)
+    accuracy = routing["mean_accuracy"].get(last)
+    shown = "—" if accuracy is None else f"{accuracy:.2f}"
+    ax.set_title(f"routing after {last.removeprefix('after_')} ({results['strategy']}): "
+                 f"accuracy {shown}")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_run(results: dict, out: Path) -> list[Path]:
-    """Write srcc_matrix.png, plcc_matrix.png and srcc_curves.png into RUN_DIR."""
+    """Write srcc_matrix.png, plcc_matrix.png and srcc_curves.png into RUN_DIR (and
+    routing_matrix.png for a routed multi-head run)."""
     out = Path(out)
-    return [heatmap(results, "srcc", out / "srcc_matrix.png"),
-            heatmap(results, "plcc", out / "plcc_matrix.png"),
-            curves(results, "srcc", out / "srcc_curves.png")]
+    paths = [heatmap(results, "srcc", out / "srcc_matrix.png"),
+             heatmap(results, "plcc", out / "plcc_matrix.png"),
+             curves(results, "srcc", out / "srcc_curves.png")]
+    if (results.get("routing") or {}).get("matrices"):
+        paths.append(routing_heatmap(results, out / "routing_matrix.png"))
+    return paths
 
 
 def mean_heatmap(runs: list[dict], metric: str, path: Path, label: str) -> Path:

@@ -36,7 +36,10 @@ def file_name(experience_name: str) -> str:
 
 
 class StagePredictions:
-    """Predictions of every stage (`initial`, `after_0`, ...) on every experience."""
+    """Predictions of every stage (`initial`, `after_0`, ...) on every experience.
+
+    Each cell is (rows, targets, predictions), plus the routing weights over the seen
+    heads (N, heads) where the run scored with eval.heads=weighted."""
 
     def __init__(self, experiences: Sequence[ExperienceData],
                  evaluated: Sequence[int] | None = None):
@@ -74,18 +77,55 @@ class StagePredictions:
         ranks, and so SRCC / PLCC / KRCC, are numerical noise (e.g. an untrained MobileNet
         in eval mode, whose activations vanish without pretrained BatchNorm statistics)."""
         return [f"{stage} on {self.experiences[j].name}"
-                for stage, per_exp in self.stages.items() for j, (_, _, pred) in per_exp.items()
+                for stage, per_exp in self.stages.items() for j, (_, _, pred, *_) in per_exp.items()
                 if len(pred) > 1 and np.ptp(pred) <= CONSTANT * max(1.0, np.abs(pred).max())]
 
     def frame(self, stage: str, j: int) -> pd.DataFrame:
         exp = self.experiences[j]
-        rows, _, pred = self.stages[stage][j]
+        rows, _, pred, *route = self.stages[stage][j]
         test = exp.part("test")
-        return pd.DataFrame({
+        frame = pd.DataFrame({
             "image_id": test["image_id"].to_numpy()[rows],
             "target": test["score"].to_numpy()[rows],
             "prediction": exp.denormalise(pred),
         })
+        if route:  # one column per seen head, in training order: what routing.json re-derives
+            for i, w in enumerate(route[0].T):
+                frame[f"weight_{self.experiences[i].name}"] = w
+        return frame
+
+    def routing(self) -> dict | None:
+        """Per trained stage, the routing matrix (row s: the mean weight dataset s's images
+        give each head; null for heads not trained yet) and routing accuracy (the share of
+        images whose largest weight is their own dataset's head), from the saved weights."""
+        stages = [s for s in self.trained_stages()
+                  if any(len(cell) > 3 for cell in self.stages[s].values())]
+        if not stages:
+            return None
+        return {"matrices": {s: routing_matrix(self.stages[s], len(self.experiences))
+                             for s in stages},
+                "accuracy": {s: routing_accuracy(self.stages[s], len(self.experiences))
+                             for s in stages}}
+
+
+def routing_matrix(cells: dict[int, tuple], n: int) -> list[list[float]]:
+    """Row s: the mean routing weight of experience s's images on each head (NaN: none)."""
+    out = []
+    for s in range(n):
+        route = cells[s][3] if s in cells and len(cells[s]) > 3 else None
+        mean = route.mean(0) if route is not None and len(route) else []
+        out.append([float(mean[i]) if i < len(mean) else float("nan") for i in range(n)])
+    return out
+
+
+def routing_accuracy(cells: dict[int, tuple], n: int) -> list[float]:
+    """Per experience whose head is trained: the share of its images routed to it."""
+    out = []
+    for s in range(n):
+        route = cells[s][3] if s in cells and len(cells[s]) > 3 else None
+        ok = route is not None and len(route) and s < route.shape[1]
+        out.append(float(np.mean(route.argmax(1) == s)) if ok else float("nan"))
+    return out
 
 
 def _clean(value):
@@ -150,7 +190,8 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
               val: StagePredictions | None, protocol: str, uses_task_labels: bool,
               train_loss: list[list[float]], wall_time_s: float, device: str,
               memory: dict | None = None, threads: int | None = None,
-              model: dict | None = None, training: dict | None = None) -> dict:
+              model: dict | None = None, training: dict | None = None,
+              routing: dict | None = None) -> dict:
     """Write splits/, predictions/ and (last, atomically) results.json."""
     out.mkdir(parents=True, exist_ok=True)
     names = stream.names
@@ -179,6 +220,9 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
         "protocol": protocol,
         "strategy": config["strategy"]["name"],
         "uses_task_labels": uses_task_labels,
+        # eval.heads=newest|weighted: how the heads scored; weighted: routing matrices and
+        # accuracy per stage
+        "routing": routing,
         "plcc": "pearson after 4-parameter logistic fit" if plcc_fit == "logistic"
                 else "pearson (no fit)",
         "experiences": names,

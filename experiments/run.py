@@ -34,7 +34,9 @@ from benchmarks.metrics.plugins import (
 )
 from benchmarks.stream import Stream, build_stream, check_dropped, joint_experience
 from models import make_loss
+from models.iqa import MultiHeadIQAModel
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
+from strategies.routing import TASK_AWARE, HeadRouting
 
 from .checkpoint import (
     STARTED,
@@ -180,7 +182,14 @@ class Benchmark:
 
     @property
     def uses_task_labels(self) -> bool:
+        heads = self.config["eval"]["heads"]
+        if heads != "oracle":  # routed (or the newest head): no task label at test
+            return TASK_AWARE[heads]
         return self.spec.uses_task_labels or self.config["model"]["heads"] == "per_task"
+
+    @property
+    def router(self) -> HeadRouting | None:
+        return next((p for p in self.parts.plugins if isinstance(p, HeadRouting)), None)
 
 
 def make_loggers(config: dict, out: Path | None,
@@ -217,6 +226,9 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
     spec = get_strategy(config["strategy"]["name"])
     hparams = {k: v for k, v in config["strategy"].items() if k != "name"}
     parts = make_strategy(spec.name, **hparams)
+    if config["eval"]["heads"] != "oracle":
+        parts.plugins.append(HeadRouting(config["eval"]["heads"], seed=config["seed"],
+                                         **config["eval"]["routing"]))
     for plugin in parts.plugins:  # a plugin's own checks of the config, before any work
         if hasattr(plugin, "check_config"):
             plugin.check_config(config)
@@ -244,8 +256,12 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
                         f"stream's {n} experiences at once, and each minibatch takes images "
                         f"from every one (Avalanche's task-balanced loader); use "
                         f"train.batch_size={n} or more")
+    for plugin in parts.plugins:  # the routing network: a frozen copy of the initial model
+        if isinstance(plugin, HeadRouting):
+            plugin.set_network(model)
     if parts.wrap_model is not None:
         model = parts.wrap_model(model)
+    check_heads(config, spec, model)
     if frozen and config["model"]["cache_features"]:
         stream = cached_features(config, stream, model, device)
     std_tables = training_stds(config, stream)
@@ -255,6 +271,31 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
     if std_tables is not None:
         trainer.strategy._criterion.set_std(std_tables)
     return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
+
+
+def check_heads(config: dict, spec: StrategySpec, model: torch.nn.Module) -> None:
+    heads = config["eval"]["heads"]
+    if heads == "oracle":
+        return
+    if spec.protocol != "stream":
+        raise UserError(f"eval.heads = {heads}: strategy '{spec.name}' trains one model on "
+                        "everything (one head); use eval.heads=oracle")
+    if not isinstance(model, MultiHeadIQAModel):
+        raise UserError(f"eval.heads = {heads} chooses among one head per task; set "
+                        "model.heads=per_task (or use a per-task strategy such as packnet)")
+
+
+def routing_record(bench: Benchmark, test: StagePredictions) -> dict | None:
+    """results.json's routing: how heads scored, and the routing matrices and accuracy
+    (from the saved weights; predictions/*.csv hold them as weight_<dataset>)."""
+    router = bench.router
+    if router is None:
+        return None
+    derived = test.routing() or {}
+    accuracy = derived.get("accuracy", {})
+    return {**router.record(), **derived,
+            "mean_accuracy": {s: float(np.nanmean(a)) if not all(np.isnan(a)) else None
+                              for s, a in accuracy.items()}}
 
 
 def cached_features(config: dict, stream: Stream, model: torch.nn.Module,
@@ -423,7 +464,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device), memory=strategy_memory(bench), model=model_info(bench),
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads(), routing=routing_record(bench, test),
         training=recipe_record(bench.config,
                                ["joint"] if bench.spec.protocol == "joint" else bench.stream.names,
                                bench.trainer.schedule, bench.trainer.selection),

@@ -73,6 +73,11 @@ class IQATemplate(SupervisedTemplate):
         self.stages: list[Stage] = []
         self.stage: Stage | None = None
         self.heads_only = False  # plugins may ask (LwF distils in the full stage only)
+        # A plugin that scores evaluation minibatches itself (eval.heads: newest, weighted);
+        # not inside an experience's training, whose selection scores by the task's head.
+        self.scorer = next((p for p in self.plugins if getattr(p, "scores_eval", False)), None)
+        self.training_exp = False
+        self.mb_route: torch.Tensor | None = None  # the scorer's weights over heads
         self._loader_epochs: int | None = None
         self.amp = amp and self.device.type == "cuda"
         self.decoder = decoder
@@ -152,6 +157,17 @@ class IQATemplate(SupervisedTemplate):
         """The experience's stages, epoch by epoch; then the selected epoch's weights."""
         if self.selection is not None:
             self.selection.start(self.clock.train_exp_counter)
+        self.training_exp = True
+        try:
+            self._train_stages(**kwargs)
+        finally:
+            self.training_exp = False
+        if self.selection is not None:
+            self.selection.finish(self)
+        # after_training_exp's bookkeeping (EWC's importance, replay) sees the full batch size
+        self._enter(Stage("full", self.train_epochs, self.full_mb_size, False))
+
+    def _train_stages(self, **kwargs) -> None:
         stop = False
         for k, stage in enumerate(self.stages):
             if stop:
@@ -168,10 +184,6 @@ class IQATemplate(SupervisedTemplate):
                         break
                     self.training_epoch(**kwargs)
                     self._after_training_epoch(**kwargs)
-        if self.selection is not None:
-            self.selection.finish(self)
-        # after_training_exp's bookkeeping (EWC's importance, replay) sees the full batch size
-        self._enter(Stage("full", self.train_epochs, self.full_mb_size, False))
 
     def _after_training_epoch(self, **kwargs):
         if self.selection is not None:  # before the metrics, which report its value
@@ -256,11 +268,14 @@ class IQATemplate(SupervisedTemplate):
             self.mbatch[0] = self.mbatch[0].contiguous(memory_format=torch.channels_last)
 
     def forward(self):
-        if not self.amp:
-            return super().forward()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = super().forward()
-        return out.float()
+        self.mb_route = None
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext():
+            out = None
+            if self.scorer is not None and not self.is_training and not self.training_exp:
+                out = self.scorer.score(self)
+            if out is None:
+                out = super().forward()
+        return out.float() if self.amp else out
 
 
 def _all_on(modules: list[torch.nn.Module], device: torch.device) -> bool:

@@ -142,6 +142,8 @@ class MultiHeadIQAModel(BackboneMixin, MultiTaskModule):
     starts from the same point.
     """
 
+    task_features = False  # True where the backbone's features depend on the task (TSN)
+
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone = backbone
@@ -161,6 +163,16 @@ class MultiHeadIQAModel(BackboneMixin, MultiTaskModule):
         if str(task_label) not in self.heads:
             raise UserError(f"no head for task label {task_label}; train on that task first")
         return self.heads[str(task_label)](self.features(x))
+
+    def head_scores(self, x: torch.Tensor, tasks: list[int]) -> torch.Tensor:
+        """(B, T): the heads of `tasks` on each image, for task-agnostic scoring; the
+        backbone runs once where its features do not depend on the task."""
+        if k := self.crops_of(x):
+            return self.head_scores(x.flatten(0, 1), tasks).view(-1, k, len(tasks)).mean(1)
+        if self.task_features:  # one pass per task (PackNet's subnetworks, TSN's norms)
+            return torch.stack([self.forward_single_task(x, t) for t in tasks], dim=1)
+        features = self.features(x)
+        return torch.stack([self.heads[str(t)](features) for t in tasks], dim=1)
 
     def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int) -> torch.Tensor:
         if k := self.crops_of(x):  # the score of an image: the mean over its crops

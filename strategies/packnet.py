@@ -48,6 +48,8 @@ FREE = -1
 class PackNetModel(MultiHeadIQAModel):
     """A multi-head quality model whose backbone is packed task by task."""
 
+    task_features = True
+
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__(backbone, head)
         params = dict(backbone.named_parameters())

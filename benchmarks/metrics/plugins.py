@@ -30,6 +30,7 @@ class _Batches:
         self.pred: list[torch.Tensor] = []
         self.target: list[torch.Tensor] = []
         self.index: list[torch.Tensor] = []
+        self.route: list[torch.Tensor] = []  # weights over heads (eval.heads=weighted)
 
     def add(self, strategy) -> None:
         # Kept on the device: one copy per experience, not a GPU sync per minibatch.
@@ -39,6 +40,9 @@ class _Batches:
         mb = strategy.mbatch
         idx = mb[2] if len(mb) > 3 else torch.arange(len(mb[1]))
         self.index.append(idx.detach().reshape(-1))
+        route = getattr(strategy, "mb_route", None)
+        if route is not None:
+            self.route.append(route.detach().float())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, targets, predictions; unreadable images (NaN target) left out."""
@@ -49,6 +53,13 @@ class _Batches:
         pred = torch.cat(self.pred).cpu().numpy().astype(np.float64)
         ok = ~np.isnan(target)
         return index[ok], target[ok], pred[ok]
+
+    def routes(self) -> np.ndarray | None:
+        """(N, heads) routing weights of the readable images, in `arrays()`'s order."""
+        if not self.route or len(self.route) != len(self.pred):
+            return None
+        target = torch.cat(self.target).cpu().numpy()
+        return torch.cat(self.route).cpu().numpy().astype(np.float64)[~np.isnan(target)]
 
 
 class CorrelationMetric(PluginMetric[float]):
@@ -112,7 +123,9 @@ class PredictionRecorder(SupervisedPlugin):
         key = (stream_type(strategy.experience), strategy.experience.current_experience)
         index, target, pred = self._batches.arrays()
         order = np.argsort(index, kind="stable")
-        self.results[key] = (index[order], target[order], pred[order])
+        arrays = (index[order], target[order], pred[order])
+        route = self._batches.routes()
+        self.results[key] = arrays if route is None else (*arrays, route[order])
 
 
 class UnreadableRecorder(SupervisedPlugin):

@@ -1,0 +1,138 @@
+"""Scoring a multi-head model without task labels (`eval.heads`).
+
+- `oracle`: dataset s by head s (task-aware; the model's own forward).
+- `newest`: every image by the last trained head.
+- `weighted`: the continual-BIQA paper's routing (models.routing): after each
+  experience, K-means prototypes of its training images' routing features;
+  at test, a softmax over the seen tasks of minus tau times the distance to
+  each task's prototypes weights the heads' scores.
+
+Routing features come from a frozen copy of the initial network (`initial`:
+they never drift, so each image's are computed once per run and cached) or
+from the model being trained (`current`: old prototypes go stale). Only the
+test rows after each experience are routed; the best-epoch selection inside
+an experience scores its own dataset by its own head.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metric_utils import stream_type
+from torch.utils.data import DataLoader
+
+from models.routing import combine, fit_prototypes, pooled, routing_weights
+
+HEAD_USAGE = ("oracle", "newest", "weighted")
+TASK_AWARE = {"oracle": True, "newest": False, "weighted": False}
+
+
+class HeadRouting(SupervisedPlugin):
+    """Prototypes after each experience; `score` replaces the eval forward."""
+
+    scores_eval = True  # the template asks it for the eval minibatch's scores
+    reads_dataset = True  # the training images' routing features, by the test transform
+
+    def __init__(self, heads: str = "weighted", features: str = "initial", k: int = 128,
+                 tau: float = 32.0, newest_blend: float = 0.0, n_init: int = 20,
+                 max_iter: int = 1000, seed: int = 0):
+        super().__init__()
+        self.heads, self.source = heads, features
+        self.k, self.tau, self.newest_blend = k, tau, newest_blend
+        self.n_init, self.max_iter, self.seed = n_init, max_iter, seed
+        self.net: torch.nn.Module | None = None  # the frozen initial network
+        self.seen: list[int] = []  # task labels, in training order
+        self.prototypes: dict[int, torch.Tensor] = {}
+        # (stream, experience) -> (features (N, D), computed (N,)): `initial` features only
+        self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.routing_s = 0.0  # time spent on routing features (make perf)
+
+    def set_network(self, model: torch.nn.Module) -> None:
+        """A frozen copy of the model before any training: the routing network."""
+        if self.heads == "weighted" and self.source == "initial":
+            self.net = copy.deepcopy(model).eval()
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+
+    # -- features ---------------------------------------------------------------------------
+    def _embed(self, strategy, x) -> torch.Tensor:
+        net = self.net if self.net is not None else strategy.model
+        if self.net is not None:
+            self.net.to(strategy.device)
+        with torch.no_grad():
+            if k := net.crops_of(x):  # five crops: their mean feature
+                return pooled(net.features(x.flatten(0, 1)).view(len(x), k, -1).mean(1))
+            return pooled(net.features(x))
+
+    def features(self, strategy) -> torch.Tensor:
+        """The eval minibatch's routing features, from the cache where they are there."""
+        if self.net is None:
+            return self._embed(strategy, strategy.mb_x)
+        rows = strategy.mbatch[2].long().cpu()
+        key = (stream_type(strategy.experience), strategy.experience.current_experience)
+        if key not in self._cache:
+            n = len(strategy.experience.dataset)
+            self._cache[key] = (torch.empty(0), torch.zeros(n, dtype=torch.bool))
+        feats, done = self._cache[key]
+        if not bool(done[rows].all()):
+            new = self._embed(strategy, strategy.mb_x).cpu()
+            if feats.numel() == 0:
+                feats = torch.zeros(len(done), new.shape[1])
+            feats[rows], done[rows] = new, True
+            self._cache[key] = (feats, done)
+        return feats[rows].to(strategy.device)
+
+    def training_features(self, strategy) -> torch.Tensor:
+        """Routing features of the experience's training images, by the test transform."""
+        data = strategy.experience.dataset.eval()
+        loader = DataLoader(data, batch_size=strategy.eval_mb_size,
+                            collate_fn=getattr(data, "collate_fn", None))
+        out = []
+        for batch in loader:
+            x = batch[0]
+            x = x.to(strategy.device) if hasattr(x, "to") else x
+            out.append(self._embed(strategy, x).cpu())
+        return torch.cat(out)
+
+    # -- hooks ------------------------------------------------------------------------------
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        task = strategy.experience.task_label
+        if self.heads == "weighted":
+            self.prototypes[task] = fit_prototypes(
+                self.training_features(strategy), self.k, self.n_init, self.max_iter,
+                self.seed + task)
+        if task not in self.seen:
+            self.seen.append(task)
+
+    def score(self, strategy) -> torch.Tensor | None:
+        """The eval minibatch's scores; None before any experience (every head the same)."""
+        if not self.seen:
+            return None
+        scores = strategy.model.head_scores(strategy.mb_x, self.seen)
+        if self.heads == "newest":
+            return scores[:, -1]
+        weights = routing_weights(self.features(strategy),
+                                  [self.prototypes[t] for t in self.seen], self.tau)
+        strategy.mb_route = weights
+        return combine(scores, weights, self.newest_blend)
+
+    # -- the state contract -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"seen": list(self.seen),
+                "prototypes": {t: p.clone() for t, p in self.prototypes.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = list(state["seen"])
+        self.prototypes = dict(state["prototypes"])
+
+    def record(self) -> dict:
+        """results.json's description of how heads were used."""
+        out = {"heads": self.heads, "task_aware": TASK_AWARE[self.heads]}
+        if self.heads == "weighted":
+            out.update(features=self.source, k=self.k, tau=self.tau,
+                       newest_blend=self.newest_blend, n_init=self.n_init,
+                       max_iter=self.max_iter,
+                       prototypes={str(t): len(p) for t, p in self.prototypes.items()})
+        return out

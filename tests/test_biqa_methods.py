@@ -1,0 +1,119 @@
+"""The field's continual-BIQA methods: heads scored without task labels (routing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import DEMO, one_line_error, same_metrics
+
+from experiments.config import load_config
+from experiments.results import routing_accuracy
+from experiments.run import prepare, run
+from models.routing import combine, fit_prototypes, routing_weights
+
+FAST_ROUTING = ["eval.routing.k=8", "eval.routing.n_init=2"]
+
+
+def tiny(root: Path, *extra: str) -> list[str]:
+    return [f"stream.EVA.root={root / 'EVA'}", f"stream.AVA.root={root / 'AVA'}",
+            "data.image_size=48", "train.epochs=1", "log.progress=false", "log.plots=false",
+            "model.heads=per_task", *FAST_ROUTING, *extra]
+
+
+# ---------------------------------------------------------------- routing, by itself
+
+def test_routing_on_separated_clusters_is_always_right_and_weights_sum_to_one():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.eye(3, 16) * 4.0
+    train = [c + 0.05 * torch.randn(60, 16, generator=gen) for c in centres]
+    test = [c + 0.05 * torch.randn(20, 16, generator=gen) for c in centres]
+    prototypes = [fit_prototypes(x, k=4, n_init=2) for x in train]
+    assert [p.shape for p in prototypes] == [(4, 16)] * 3
+    cells = {}
+    for s, x in enumerate(test):
+        w = routing_weights(x, prototypes, tau=32.0)
+        assert torch.allclose(w.sum(1), torch.ones(len(x)), atol=1e-6)
+        cells[s] = (None, None, None, w.double().numpy())
+    assert routing_accuracy(cells, 3) == [1.0, 1.0, 1.0]
+
+
+def test_k_is_capped_by_the_images_and_the_blend_is_explicit():
+    assert fit_prototypes(torch.randn(5, 4), k=128, n_init=1).shape == (5, 4)
+    scores, w = torch.tensor([[0.2, 0.6]]), torch.tensor([[0.25, 0.75]])
+    assert combine(scores, w).item() == pytest.approx(0.5)
+    assert combine(scores, w, 0.5).item() == pytest.approx(0.5 * 0.6 + 0.5 * 0.5)
+
+
+# ---------------------------------------------------------------- eval.heads in a run
+
+def test_with_one_experience_every_head_usage_gives_the_same_predictions(tiny_demo, tmp_path):
+    preds = {}
+    for heads in ("oracle", "newest", "weighted"):
+        config = load_config(DEMO, tiny(tiny_demo, f"eval.heads={heads}"))
+        config["stream"] = config["stream"][:1]
+        results = run(config, tmp_path / heads)
+        assert results["uses_task_labels"] is (heads == "oracle")
+        preds[heads] = pd.read_csv(tmp_path / heads / "predictions/after_0/EVA.csv")
+    assert preds["oracle"]["prediction"].nunique() > 10  # a trained, pretrained model
+    for heads in ("newest", "weighted"):
+        assert preds[heads]["prediction"].to_numpy().tobytes() == \
+            preds["oracle"]["prediction"].to_numpy().tobytes(), heads
+    assert (preds["weighted"]["weight_EVA"] == 1.0).all()
+
+
+def test_a_weighted_run_saves_weights_the_routing_matrix_re_derives_from(tiny_demo, tmp_path):
+    out = tmp_path / "run"
+    config = load_config(DEMO, tiny(tiny_demo, "eval.heads=weighted", "log.plots=true"))
+    results = run(config, out)
+    routing = results["routing"]
+    assert routing["heads"] == "weighted" and routing["task_aware"] is False
+    assert results["uses_task_labels"] is False
+    assert set(routing["matrices"]) == {"after_0", "after_1"}
+    names = results["experiences"]
+    for stage, matrix in routing["matrices"].items():
+        seen = int(stage.split("_")[1]) + 1
+        for s, name in enumerate(names):
+            frame = pd.read_csv(out / "predictions" / stage / f"{name}.csv")
+            weights = frame[[f"weight_{n}" for n in names[:seen]]].to_numpy()
+            assert np.allclose(weights.sum(1), 1.0, atol=1e-6)
+            derived = [*weights.mean(0), *[None] * (len(names) - seen)]
+            assert same_metrics(matrix[s], [None if v is None else float(v) for v in derived],
+                                atol=1e-9)
+            if s < seen:
+                own = float(np.mean(weights.argmax(1) == s))
+                assert routing["accuracy"][stage][s] == pytest.approx(own)
+    assert (out / "routing_matrix.png").stat().st_size > 10_000
+
+
+def test_eval_heads_needs_one_head_per_task_and_a_stream(tiny_demo):
+    shared = load_config(DEMO, tiny(tiny_demo, "eval.heads=weighted", "model.heads=shared"))
+    assert "model.heads=per_task" in one_line_error(prepare, shared)
+    joint = load_config(DEMO, tiny(tiny_demo, "eval.heads=newest", "strategy.name=joint"))
+    assert "eval.heads=oracle" in one_line_error(prepare, joint)
+    assert "eval.heads" in one_line_error(load_config, DEMO, ["eval.heads=argmax"])
+
+
+def test_a_killed_weighted_run_resumes_to_identical_matrices_and_routing(tiny_demo, tmp_path):
+    args = tiny(tiny_demo, "eval.heads=weighted", "train.epochs=2")
+    config = load_config(DEMO, args)
+    reference = run(config, tmp_path / "reference")
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("iqacl")
+    proc = subprocess.run([str(exe), "run", str(DEMO), "--out", str(out), *args],
+                          env={**os.environ, "IQACL_KILL_AT": "1:2"}, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    resumed = run(config, out, resume=True)
+    for m in ("srcc", "plcc"):
+        assert same_metrics(resumed["matrices"][m], reference["matrices"][m])
+    assert resumed["routing"] == reference["routing"]
+    assert json.loads((out / "results.json").read_text())["routing"]["prototypes"] == \
+        {"0": 8, "1": 8}
