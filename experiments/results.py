@@ -172,7 +172,8 @@ def versions() -> dict[str, str]:
 
 
 def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stream") -> dict:
-    """Matrices, initial rows and summaries; a joint run has one row and only ACC."""
+    """Matrices, initial rows and summaries; a joint run has one row and only ACC; a single
+    run (each experience alone) has ACC = mPI = the mean of its diagonal."""
     matrices = {m: test.matrix(m, plcc_fit) for m in CORRELATIONS}
     initial = {m: test.row("initial", m, plcc_fit) for m in CORRELATIONS}
     stage_preds = test.stage_predictions()
@@ -180,6 +181,9 @@ def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stre
     for m, fn in CORRELATIONS.items():
         if protocol == "joint":
             summaries[m] = {**dict.fromkeys(SUMMARY_KEYS), "acc": float(np.mean(matrices[m][0]))}
+        elif protocol == "single":  # each dataset by its own model: the diagonal's mean
+            diagonal = float(np.mean(np.diag(np.asarray(matrices[m], dtype=float))))
+            summaries[m] = {**dict.fromkeys(SUMMARY_KEYS), "acc": diagonal, "mpi": diagonal}
         else:
             summaries[m] = summary(matrices[m], initial[m], stage_preds, corr=fn)
     return {"matrices": matrices, "initial": initial, "summary": summaries,

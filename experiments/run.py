@@ -256,11 +256,11 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
                         f"stream's {n} experiences at once, and each minibatch takes images "
                         f"from every one (Avalanche's task-balanced loader); use "
                         f"train.batch_size={n} or more")
-    for plugin in parts.plugins:  # the routing network: a frozen copy of the initial model
-        if isinstance(plugin, HeadRouting):
-            plugin.set_network(model)
     if parts.wrap_model is not None:
         model = parts.wrap_model(model)
+    for plugin in parts.plugins:  # before any training or --resume: the initial model
+        if hasattr(plugin, "see_initial_model"):  # (the routing network; single's start)
+            plugin.see_initial_model(model)
     check_heads(config, spec, model)
     if frozen and config["model"]["cache_features"]:
         stream = cached_features(config, stream, model, device)

@@ -153,6 +153,15 @@ def _joint_for(group: Group, groups: list[Group]) -> Group | None:
                 None)
 
 
+def final(result: dict, metric: str) -> list[float | None]:
+    """Each experience's score at the end: the last row, or for `single` (each dataset
+    trained alone) the diagonal, each dataset by its own model."""
+    matrix = result["matrices"][metric]
+    if result["protocol"] == "single":
+        return [matrix[j][j] for j in range(len(matrix))]
+    return matrix[-1]
+
+
 def memory_of(result: dict) -> float | None:
     mem = result.get("memory")
     return None if mem is None else mem.get("extra_bytes", 0) / 2**20
@@ -182,7 +191,7 @@ def rows(groups: list[Group], metric: str,
         row = {"strategy": g.label, "task labels": "yes" if g.first["uses_task_labels"] else "no",
                "_task_aware": g.first["uses_task_labels"], "_noise": noisy(g.runs)}
         for j, n in enumerate(names):
-            row[f"final {n}"] = mean_std([r["matrices"][metric][-1][j] for r in g.runs])
+            row[f"final {n}"] = mean_std([final(r, metric)[j] for r in g.runs])
         for col in summary:
             row[col] = mean_std([x.get(SUMMARY_COLUMNS[col]) for x in s])
         joint = _joint_for(g, groups) if g.first["protocol"] == "stream" else None

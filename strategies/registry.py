@@ -4,7 +4,8 @@ A factory's typed, defaulted parameters *are* the strategy's hyperparameters
 (`strategy.<param>` in a config). It returns a `StrategyParts`: the Avalanche
 plugins to add to the training template and, if the strategy needs one, a
 function that wraps the model. The registry also records the protocol
-(`stream`, or `joint` for a model trained on everything at once) and whether
+(`stream`; `joint` for a model trained on everything at once; `single`
+for each experience trained alone from the initial model) and whether
 the strategy uses the experience's task label at test time; the runner
 branches on those, never on a strategy's name.
 """
@@ -36,13 +37,15 @@ class StrategySpec:
 
 
 STRATEGIES: dict[str, StrategySpec] = {}
+# stream: experiences in turn; joint: one model on all at once; single: each alone
+PROTOCOLS = ("stream", "joint", "single")
 
 
 def register_strategy(name: str, *, protocol: str = "stream",
                       uses_task_labels: bool = False) -> Callable:
     """Register a factory; every parameter must have a type hint and a default."""
-    if protocol not in ("stream", "joint"):
-        raise ValueError(f"protocol must be 'stream' or 'joint', got {protocol!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
     def wrap(fn: Callable[..., StrategyParts]) -> Callable[..., StrategyParts]:
         hints = get_type_hints(fn)

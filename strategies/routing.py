@@ -49,7 +49,7 @@ class HeadRouting(SupervisedPlugin):
         self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.routing_s = 0.0  # time spent on routing features (make perf)
 
-    def set_network(self, model: torch.nn.Module) -> None:
+    def see_initial_model(self, model: torch.nn.Module) -> None:
         """A frozen copy of the model before any training: the routing network."""
         if self.heads == "weighted" and self.source == "initial":
             self.net = copy.deepcopy(model).eval()

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from avalanche.core import SupervisedPlugin
 from conftest import DEMO, one_line_error, same_metrics
 
 from experiments.config import load_config
 from experiments.results import routing_accuracy
-from experiments.run import prepare, run
+from experiments.run import prepare, run, train_and_evaluate
 from models.routing import combine, fit_prototypes, routing_weights
 
 FAST_ROUTING = ["eval.routing.k=8", "eval.routing.n_init=2"]
@@ -117,3 +118,37 @@ def test_a_killed_weighted_run_resumes_to_identical_matrices_and_routing(tiny_de
     assert resumed["routing"] == reference["routing"]
     assert json.loads((out / "results.json").read_text())["routing"]["prototypes"] == \
         {"0": 8, "1": 8}
+
+
+# ---------------------------------------------------------------- single-dataset references
+
+class StartSpy(SupervisedPlugin):
+    """The model's tensors and the optimiser's state as each experience starts."""
+
+    def __init__(self):
+        super().__init__()
+        self.starts, self.optimizer_states = [], []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.starts.append({k: v.clone() for k, v in strategy.model.state_dict().items()})
+        self.optimizer_states.append(len(strategy.optimizer.state))
+
+
+def test_single_trains_each_experience_from_the_initial_model(tiny_demo, tmp_path):
+    config = load_config(DEMO, tiny(tiny_demo, "strategy.name=single", "model.heads=shared"))
+    bench = prepare(config)
+    initial = {k: v.clone() for k, v in bench.trainer.strategy.model.state_dict().items()}
+    spy = StartSpy()
+    bench.trainer.strategy.plugins.append(spy)  # after the strategy's own plugin
+    train_and_evaluate(bench)
+    assert len(spy.starts) == 2 and spy.optimizer_states == [0, 0]
+    for start in spy.starts:
+        assert all(torch.equal(start[k], initial[k]) for k in initial)
+    trained = bench.trainer.strategy.model.state_dict()
+    assert not all(torch.equal(trained[k], initial[k]) for k in initial)
+
+    results = run(config, tmp_path / "single")
+    assert results["protocol"] == "single" and results["uses_task_labels"] is True
+    srcc = results["matrices"]["srcc"]
+    assert results["summary"]["srcc"]["acc"] == pytest.approx((srcc[0][0] + srcc[1][1]) / 2)
+    assert results["summary"]["srcc"]["bwt"] is None
