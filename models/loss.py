@@ -103,6 +103,38 @@ def fidelity_loss(pred: torch.Tensor, target: torch.Tensor, tasks: torch.Tensor 
     return (f * w).sum() / w.sum().clamp(min=1)
 
 
+def fidelity_to_teacher(pred: torch.Tensor, teacher: torch.Tensor,
+                        tasks: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                        eps: float = 1e-8) -> torch.Tensor:
+    """Distillation on pairs (LwF over heads): the fidelity of Phi(pred_i - pred_j) to the
+    teacher's Phi(teacher_i - teacher_j), over pairs i < j of one task label, both in
+    `keep` where it is given; mean over pairs, 0 without any."""
+    pred, teacher = pred.reshape(-1), teacher.to(pred.dtype).reshape(-1)
+    n = pred.shape[0]
+    pair = torch.ones(n, n, dtype=torch.bool, device=pred.device).triu_(1)
+    if keep is not None:
+        keep = keep.reshape(-1).to(pred.device)
+        pair = pair & keep.unsqueeze(1) & keep.unsqueeze(0)
+    if tasks is not None:
+        tasks = tasks.reshape(-1).to(pred.device)
+        pair = pair & (tasks.unsqueeze(1) == tasks.unsqueeze(0))
+    g = normal_cdf(teacher.unsqueeze(1) - teacher.unsqueeze(0))
+    p = normal_cdf(pred.unsqueeze(1) - pred.unsqueeze(0))
+    f = 1 - torch.sqrt(p * g + eps) - torch.sqrt((1 - p) * (1 - g) + eps)
+    w = pair.to(pred.dtype)
+    return (f * w).sum() / w.sum().clamp(min=1)
+
+
+def mse_to_teacher(pred: torch.Tensor, teacher: torch.Tensor,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared distance to the teacher's scores (over `keep` where it is given)."""
+    err = (pred.reshape(-1) - teacher.to(pred.dtype).reshape(-1)) ** 2
+    if keep is None:
+        return err.mean()
+    w = keep.reshape(-1).to(pred.dtype)
+    return (err * w).sum() / w.sum().clamp(min=1)
+
+
 class FidelityLoss(nn.Module):
     """The field's pairwise loss (BIQA_CL), on in-batch pairs of one dataset.
 

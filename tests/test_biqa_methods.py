@@ -103,8 +103,12 @@ def test_eval_heads_needs_one_head_per_task_and_a_stream(tiny_demo):
     assert "eval.heads" in one_line_error(load_config, DEMO, ["eval.heads=argmax"])
 
 
-def test_a_killed_weighted_run_resumes_to_identical_matrices_and_routing(tiny_demo, tmp_path):
-    args = tiny(tiny_demo, "eval.heads=weighted", "train.epochs=2")
+@pytest.mark.parametrize("strategy", ["naive", "lwf_replay"])
+def test_a_killed_weighted_run_resumes_to_identical_matrices_and_routing(
+        strategy, tiny_demo, tmp_path):
+    args = tiny(tiny_demo, "eval.heads=weighted", "train.epochs=2", f"strategy.name={strategy}",
+                "loss.name=fidelity", *(["strategy.mem_size=40"] if "replay" in strategy
+                                        else []))
     config = load_config(DEMO, args)
     reference = run(config, tmp_path / "reference")
     out = tmp_path / "killed"
@@ -116,6 +120,7 @@ def test_a_killed_weighted_run_resumes_to_identical_matrices_and_routing(tiny_de
     for m in ("srcc", "plcc"):
         assert same_metrics(resumed["matrices"][m], reference["matrices"][m])
     assert resumed["routing"] == reference["routing"]
+    assert resumed["train_loss"] == reference["train_loss"]
     assert json.loads((out / "results.json").read_text())["routing"]["prototypes"] == \
         {"0": 8, "1": 8}
 
@@ -152,3 +157,85 @@ def test_single_trains_each_experience_from_the_initial_model(tiny_demo, tmp_pat
     srcc = results["matrices"]["srcc"]
     assert results["summary"]["srcc"]["acc"] == pytest.approx((srcc[0][0] + srcc[1][1]) / 2)
     assert results["summary"]["srcc"]["bwt"] is None
+
+
+# ---------------------------------------------------------------- LwF over heads, replay
+
+def test_lwf_over_heads_with_lambda_0_is_multi_head_naive_bit_for_bit(tiny_demo, tmp_path):
+    out = {}
+    for name, extra in (("naive", []), ("lwf_heads", ["strategy.lam=0"])):
+        config = load_config(DEMO, tiny(tiny_demo, f"strategy.name={name}", *extra,
+                                        "loss.name=fidelity", "train.epochs=2"))
+        run(config, tmp_path / name)
+        out[name] = torch.load(tmp_path / name / "models/after_1.pt", weights_only=True)
+    assert all(torch.equal(out["naive"][k], out["lwf_heads"][k]) for k in out["naive"])
+    config = load_config(DEMO, tiny(tiny_demo, "strategy.name=lwf_heads", "loss.name=fidelity",
+                                    "train.epochs=2"))
+    run(config, tmp_path / "lam10")
+    distilled = torch.load(tmp_path / "lam10/models/after_1.pt", weights_only=True)
+    assert not torch.equal(distilled["heads.1.positive"], out["naive"]["heads.1.positive"])
+    # Naive never trains the old head again; distillation trains it towards its old scores.
+    first = torch.load(tmp_path / "lam10/models/after_0.pt", weights_only=True)
+    assert torch.equal(out["naive"]["heads.0.positive"], first["heads.0.positive"])
+    assert not torch.equal(distilled["heads.0.positive"], first["heads.0.positive"])
+
+
+class ReplaySpy(SupervisedPlugin):
+    """The buffer's rows after each experience; the loss's task labels in each minibatch."""
+
+    def __init__(self, replay):
+        super().__init__()
+        self.replay, self.rows, self.checked = replay, [], 0
+
+    def before_backward(self, strategy, **kwargs):
+        tasks = strategy.mb_task_id
+        if strategy.clock.train_exp_counter == 1 and len(set(tasks.tolist())) == 2:
+            # The criterion paired with the true labels (lwf_replay scores every item by
+            # the newest head, then gives the labels back): no pair across datasets.
+            loss = strategy._criterion(strategy.mb_output, strategy.mb_y, tasks,
+                                       strategy.mbatch[2])
+            assert torch.equal(loss.reshape(1), strategy.loss.reshape(1))
+            mixed = strategy._criterion(strategy.mb_output, strategy.mb_y, None, None)
+            assert not torch.equal(mixed.reshape(1), loss.reshape(1))
+            self.checked += 1
+
+    def before_training_exp(self, strategy, **kwargs):  # the memory the last one left
+        self.rows.append({g: r.clone() for g, r in self.replay.storage_policy.rows.items()})
+
+
+@pytest.mark.parametrize("name", ["lwf_replay", "replay_heads"])
+def test_replay_memory_is_equal_per_task_refreshed_and_never_pairs_across(
+        name, tiny_demo, tmp_path):
+    config = load_config(DEMO, tiny(tiny_demo, f"strategy.name={name}", "strategy.mem_size=40",
+                                    "loss.name=fidelity", "train.epochs=2"))
+    bench = prepare(config)
+    replay = bench.parts.plugins[0]
+    spy = ReplaySpy(replay)
+    bench.trainer.strategy.plugins.insert(0, spy)  # before the distillation adds its term
+    train_and_evaluate(bench)
+    spy.before_training_exp(None)
+    first, second = spy.rows[1:]
+    assert [len(r) for r in first.values()] == [40]
+    assert [len(r) for r in second.values()] == [20, 20]
+    assert torch.equal(second[0], first[0][:20])  # refreshed: a uniform subset of the old
+    assert len(set(second[1].tolist())) == 20
+    assert spy.checked > 0
+
+
+def test_old_heads_are_distilled_only_on_their_replayed_items(tiny_demo, tmp_path):
+    from strategies.lwf_replay import ReplayDistillation
+
+    config = load_config(DEMO, tiny(tiny_demo, "strategy.name=lwf_replay", "loss.name=fidelity",
+                                    "strategy.mem_size=40"))
+    bench = prepare(config)
+    plugin = next(p for p in bench.parts.plugins if isinstance(p, ReplayDistillation))
+    seen = []
+    original = plugin.distance
+
+    def distance(strategy, new, old, keep=None):
+        seen.append((strategy.mbatch[-1].clone(), keep.clone()))
+        return original(strategy, new, old, keep)
+
+    plugin.distance = distance
+    train_and_evaluate(bench)
+    assert seen and all(torch.equal(keep, tasks == 0) for tasks, keep in seen)

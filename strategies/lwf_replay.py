@@ -1,0 +1,51 @@
+"""LwF-Replay (the continual-BIQA code's "iCaRL-v2"): replay through the newest head,
+distillation of each old head on its own replayed items.
+
+- the newest head trains on the current and the replayed items, against their labels
+  (pairs still only within one dataset: the loss sees each item's own task label);
+- each old head i is distilled (lambda, summed over heads) on task i's replayed items
+  towards the model of before the experience; no distillation on the new data;
+- meant to be scored task-agnostically, `eval.heads: weighted`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .lwf_heads import HeadDistillation
+from .registry import StrategyParts, register_strategy
+from .replay import IndexedBalancedBuffer, Replay
+
+
+class ReplayDistillation(HeadDistillation):
+    def __init__(self, lam: float = 10.0):
+        super().__init__(lam, name="lwf_replay")
+        self._tasks: torch.Tensor | None = None
+
+    def before_forward(self, strategy, **kwargs) -> None:
+        # Every item through the newest head; the loss gets the true labels back.
+        self._tasks = strategy.mbatch[-1]
+        strategy.mbatch[-1] = torch.full_like(self._tasks, strategy.experience.task_label)
+
+    def after_forward(self, strategy, **kwargs) -> None:
+        strategy.mbatch[-1] = self._tasks
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        if self.prev_model is None or getattr(strategy, "heads_only", False):
+            return
+        tasks = self.old_tasks(strategy)
+        if not tasks:
+            return
+        new, old = self.student_heads(strategy, tasks), self.teacher_heads(strategy, tasks)
+        labels = self._tasks.to(new.device)
+        loss = sum(self.distance(strategy, new[:, i], old[:, i], keep=labels == t)
+                   for i, t in enumerate(tasks))
+        self.add(strategy, loss)
+
+
+# mem_size = 1000 and lam = 10: the continual-BIQA code's values.
+@register_strategy("lwf_replay")
+def lwf_replay(mem_size: int = 1000, lam: float = 10.0) -> StrategyParts:
+    """LwF-Replay: newest head on current + replayed; old heads distilled on replayed."""
+    return StrategyParts([Replay(mem_size, storage_policy=IndexedBalancedBuffer(mem_size)),
+                          ReplayDistillation(lam)])
