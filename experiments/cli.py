@@ -173,8 +173,11 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         load_strategy_file(path)
     for spec in STRATEGIES.values():
         params = ", ".join(f"{k}: {type_name(t)} = {d!r}" for k, (t, d) in spec.params.items())
-        print(f"{spec.name:<12} protocol={spec.protocol:<7} task_labels_at_test="
-              f"{'yes' if spec.uses_task_labels else 'no':<4} {params or '(none)'}")
+        labels = "yes" if spec.uses_task_labels else "no"
+        if spec.multi_head:  # one head per task: eval.heads says how test images are scored
+            labels = "eval.heads (oracle: yes; newest, weighted: no)"
+        print(f"{spec.name:<12} protocol={spec.protocol:<7} task_labels_at_test={labels}")
+        print(f"{'':<12} hyperparameters: {params or '(none)'}")
         print(f"{'':<12} {spec.doc}")
     return 0
 

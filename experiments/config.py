@@ -84,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
             "newest_blend": 0.0,   # b * newest head + (1 - b) * weighted (the field's: 0.5)
             "n_init": 20,          # K-means restarts (the field's 20)
             "max_iter": 1000,
+            "levels": [],          # backbone modules whose pooled outputs route (TSN: the
+                                   # last two stages); []: the backbone's pooled features
+            "argmax": False,       # score by the most likely task's head alone
         },
     },
     "strategy": {"name": "naive"},

@@ -369,11 +369,12 @@ def train_and_evaluate(bench: Benchmark, out: Path | None = None, state: dict | 
 
 def model_info(bench: Benchmark) -> dict:
     """The backbone a run used (name, weights tag, file, sha256, normalisation) and, for
-    PackNet, how its parameters divide (frozen, shared, per task)."""
+    PackNet and TSN, how its parameters divide (frozen, shared, per task), under the
+    strategy's name."""
     model = bench.trainer.strategy.model
     info = dict(model.backbone_info or {})
     if hasattr(model, "shares"):
-        info["packnet"] = model.shares()
+        info[bench.spec.name] = model.shares()
     return info
 
 

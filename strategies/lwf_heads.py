@@ -118,7 +118,7 @@ class HeadDistillation(SupervisedPlugin):
 
 
 # lam = 10 per old head, summed: the continual-BIQA code's value.
-@register_strategy("lwf_heads")
+@register_strategy("lwf_heads", multi_head=True)
 def lwf_heads(lam: float = 10.0) -> StrategyParts:
     """LwF over heads: each old head distilled on new data towards the old model (summed)."""
     return StrategyParts([HeadDistillation(lam)])

@@ -44,7 +44,7 @@ class ReplayDistillation(HeadDistillation):
 
 
 # mem_size = 1000 and lam = 10: the continual-BIQA code's values.
-@register_strategy("lwf_replay")
+@register_strategy("lwf_replay", multi_head=True)
 def lwf_replay(mem_size: int = 1000, lam: float = 10.0) -> StrategyParts:
     """LwF-Replay: newest head on current + replayed; old heads distilled on replayed."""
     return StrategyParts([Replay(mem_size, storage_policy=IndexedBalancedBuffer(mem_size)),

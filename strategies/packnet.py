@@ -257,7 +257,7 @@ class PackNetPlugin(SupervisedPlugin):
 
 
 # prune_proportion = 0.1 chosen by `make search` on the demo stream's validation splits.
-@register_strategy("packnet", uses_task_labels=True)
+@register_strategy("packnet", uses_task_labels=True, multi_head=True)
 def packnet(prune_proportion: float | list = 0.1, post_prune_epochs: int = 1) -> StrategyParts:
     """PackNet with per-task BatchNorm and heads: per-task subnetworks, no forgetting."""
     return StrategyParts([PackNetPlugin(prune_proportion, post_prune_epochs)],

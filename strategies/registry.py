@@ -32,6 +32,7 @@ class StrategySpec:
     factory: Callable[..., StrategyParts]
     protocol: str
     uses_task_labels: bool
+    multi_head: bool  # one head per task: scored by eval.heads (oracle, newest, weighted)
     params: dict[str, tuple[type, Any]]  # name -> (type, default)
     doc: str
 
@@ -42,7 +43,7 @@ PROTOCOLS = ("stream", "joint", "single")
 
 
 def register_strategy(name: str, *, protocol: str = "stream",
-                      uses_task_labels: bool = False) -> Callable:
+                      uses_task_labels: bool = False, multi_head: bool = False) -> Callable:
     """Register a factory; every parameter must have a type hint and a default."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -56,7 +57,7 @@ def register_strategy(name: str, *, protocol: str = "stream",
                                 "default")
             params[p.name] = (hints[p.name], p.default)
         doc = inspect.getdoc(fn) or ""
-        STRATEGIES[name] = StrategySpec(name, fn, protocol, uses_task_labels, params,
+        STRATEGIES[name] = StrategySpec(name, fn, protocol, uses_task_labels, multi_head, params,
                                         doc.splitlines()[0] if doc else "")
         return fn
 

@@ -25,7 +25,7 @@ class HeadsReplay(Replay):
 
 
 # mem_size = 1000: the continual-BIQA code's memory (all tasks together).
-@register_strategy("replay_heads")
+@register_strategy("replay_heads", multi_head=True)
 def replay_heads(mem_size: int = 1000) -> StrategyParts:
     """Replay with one head per task: each old head trains on its own replayed items."""
     return StrategyParts([HeadsReplay(mem_size, storage_policy=IndexedBalancedBuffer(mem_size))])

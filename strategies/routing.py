@@ -9,7 +9,10 @@
 
 Routing features come from a frozen copy of the initial network (`initial`:
 they never drift, so each image's are computed once per run and cached) or
-from the model being trained (`current`: old prototypes go stale). Only the
+from the model being trained (`current`: old prototypes go stale): the
+backbone's pooled output, or (`levels`, TSN's routing) the globally pooled
+outputs of named backbone modules, each with its own prototypes, the weights
+averaged over levels. `argmax` scores by the most likely task's head alone. Only the
 test rows after each experience are routed; the best-epoch selection inside
 an experience scores its own dataset by its own head.
 """
@@ -23,6 +26,8 @@ from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metric_utils import stream_type
 from torch.utils.data import DataLoader
 
+from benchmarks.errors import UserError
+from benchmarks.images.crops import map_images
 from models.routing import combine, fit_prototypes, pooled, routing_weights
 
 HEAD_USAGE = ("oracle", "newest", "weighted")
@@ -37,14 +42,17 @@ class HeadRouting(SupervisedPlugin):
 
     def __init__(self, heads: str = "weighted", features: str = "initial", k: int = 128,
                  tau: float = 32.0, newest_blend: float = 0.0, n_init: int = 20,
-                 max_iter: int = 1000, seed: int = 0):
+                 max_iter: int = 1000, levels: list | None = None, argmax: bool = False,
+                 seed: int = 0):
         super().__init__()
         self.heads, self.source = heads, features
+        self.levels, self.argmax = list(levels or []), argmax
+        self._dims: list[int] = []  # feature size per level
         self.k, self.tau, self.newest_blend = k, tau, newest_blend
         self.n_init, self.max_iter, self.seed = n_init, max_iter, seed
         self.net: torch.nn.Module | None = None  # the frozen initial network
         self.seen: list[int] = []  # task labels, in training order
-        self.prototypes: dict[int, torch.Tensor] = {}
+        self.prototypes: dict[int, list[torch.Tensor]] = {}  # task -> per level
         # (stream, experience) -> (features (N, D), computed (N,)): `initial` features only
         self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.routing_s = 0.0  # time spent on routing features (make perf)
@@ -55,6 +63,11 @@ class HeadRouting(SupervisedPlugin):
             self.net = copy.deepcopy(model).eval()
             for p in self.net.parameters():
                 p.requires_grad_(False)
+        names = dict(model.backbone.named_modules())
+        unknown = [n for n in self.levels if n not in names]
+        if unknown:
+            raise UserError(f"eval.routing.levels: the backbone has no module '{unknown[0]}'; "
+                            f"its top-level modules: {[n for n in names if n and '.' not in n]}")
 
     # -- features ---------------------------------------------------------------------------
     def _embed(self, strategy, x) -> torch.Tensor:
@@ -63,8 +76,34 @@ class HeadRouting(SupervisedPlugin):
             self.net.to(strategy.device)
         with torch.no_grad():
             if k := net.crops_of(x):  # five crops: their mean feature
-                return pooled(net.features(x.flatten(0, 1)).view(len(x), k, -1).mean(1))
+                return self._levels(net, x.flatten(0, 1)).view(len(x), k, -1).mean(1)
+            return self._levels(net, x)
+
+    def _levels(self, net, x) -> torch.Tensor:
+        """(B, sum of the levels' sizes): each level's pooled, L2-normalised features."""
+        if not self.levels:
             return pooled(net.features(x))
+        if x.dim() == 2:
+            raise UserError("eval.routing.levels needs images, not cached backbone features; "
+                            "set model.cache_features=false")
+        return map_images(lambda batch: self._level_batch(net, batch), x)
+
+    def _level_batch(self, net, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        hooks = [net.backbone.get_submodule(n).register_forward_hook(
+            lambda m, i, o: outputs.append(o)) for n in self.levels]
+        try:
+            net.backbone(net.as_input(x))
+        finally:
+            for h in hooks:
+                h.remove()
+        feats = [pooled(o.flatten(2).mean(2) if o.dim() > 2 else o) for o in outputs]
+        self._dims = [f.shape[1] for f in feats]
+        return torch.cat(feats, dim=1)
+
+    def split(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per level (one without `levels`)."""
+        return list(features.split(self._dims, dim=1)) if self.levels else [features]
 
     def features(self, strategy) -> torch.Tensor:
         """The eval minibatch's routing features, from the cache where they are there."""
@@ -100,9 +139,9 @@ class HeadRouting(SupervisedPlugin):
     def after_training_exp(self, strategy, **kwargs) -> None:
         task = strategy.experience.task_label
         if self.heads == "weighted":
-            self.prototypes[task] = fit_prototypes(
-                self.training_features(strategy), self.k, self.n_init, self.max_iter,
-                self.seed + task)
+            self.prototypes[task] = [
+                fit_prototypes(f, self.k, self.n_init, self.max_iter, self.seed + task)
+                for f in self.split(self.training_features(strategy))]
         if task not in self.seen:
             self.seen.append(task)
 
@@ -113,19 +152,22 @@ class HeadRouting(SupervisedPlugin):
         scores = strategy.model.head_scores(strategy.mb_x, self.seen)
         if self.heads == "newest":
             return scores[:, -1]
-        weights = routing_weights(self.features(strategy),
-                                  [self.prototypes[t] for t in self.seen], self.tau)
+        levels = self.split(self.features(strategy))
+        weights = sum(routing_weights(f, [self.prototypes[t][i] for t in self.seen], self.tau)
+                      for i, f in enumerate(levels)) / len(levels)
         strategy.mb_route = weights
+        if self.argmax:  # the most likely task's head alone
+            return scores.gather(1, weights.argmax(1, keepdim=True)).squeeze(1)
         return combine(scores, weights, self.newest_blend)
 
     # -- the state contract -----------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"seen": list(self.seen),
-                "prototypes": {t: p.clone() for t, p in self.prototypes.items()}}
+        return {"seen": list(self.seen), "dims": list(self._dims),
+                "prototypes": {t: [p.clone() for p in ps] for t, ps in self.prototypes.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.seen = list(state["seen"])
-        self.prototypes = dict(state["prototypes"])
+        self.seen, self._dims = list(state["seen"]), list(state["dims"])
+        self.prototypes = {t: list(ps) for t, ps in state["prototypes"].items()}
 
     def record(self) -> dict:
         """results.json's description of how heads were used."""
@@ -133,6 +175,6 @@ class HeadRouting(SupervisedPlugin):
         if self.heads == "weighted":
             out.update(features=self.source, k=self.k, tau=self.tau,
                        newest_blend=self.newest_blend, n_init=self.n_init,
-                       max_iter=self.max_iter,
-                       prototypes={str(t): len(p) for t, p in self.prototypes.items()})
+                       max_iter=self.max_iter, levels=self.levels, argmax=self.argmax,
+                       prototypes={str(t): len(ps[0]) for t, ps in self.prototypes.items()})
         return out

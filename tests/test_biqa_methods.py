@@ -103,12 +103,15 @@ def test_eval_heads_needs_one_head_per_task_and_a_stream(tiny_demo):
     assert "eval.heads" in one_line_error(load_config, DEMO, ["eval.heads=argmax"])
 
 
-@pytest.mark.parametrize("strategy", ["naive", "lwf_replay"])
+RESUMED = {"naive": [], "lwf_replay": ["strategy.mem_size=40"],
+           "tsn": ["eval.routing.levels=[features.13, features.18]"]}
+
+
+@pytest.mark.parametrize("strategy", list(RESUMED))
 def test_a_killed_weighted_run_resumes_to_identical_matrices_and_routing(
         strategy, tiny_demo, tmp_path):
     args = tiny(tiny_demo, "eval.heads=weighted", "train.epochs=2", f"strategy.name={strategy}",
-                "loss.name=fidelity", *(["strategy.mem_size=40"] if "replay" in strategy
-                                        else []))
+                "loss.name=fidelity", *RESUMED[strategy])
     config = load_config(DEMO, args)
     reference = run(config, tmp_path / "reference")
     out = tmp_path / "killed"
@@ -239,3 +242,44 @@ def test_old_heads_are_distilled_only_on_their_replayed_items(tiny_demo, tmp_pat
     plugin.distance = distance
     train_and_evaluate(bench)
     assert seen and all(torch.equal(keep, tasks == 0) for tasks, keep in seen)
+
+
+# ---------------------------------------------------------------- TSN
+
+def test_tsn_never_changes_an_old_task_or_any_convolution(tiny_demo, tmp_path):
+    out = tmp_path / "tsn"
+    config = load_config(DEMO, tiny(tiny_demo, "strategy.name=tsn", "train.epochs=2"))
+    initial = prepare(config).trainer.strategy.model.state_dict()
+    results = run(config, out)
+    a, b = (pd.read_csv(out / f"predictions/after_{i}/EVA.csv")["prediction"] for i in (0, 1))
+    assert a.nunique() > 10 and a.to_numpy().tobytes() == b.to_numpy().tobytes()
+    assert results["matrices"]["srcc"][0][0] == results["matrices"]["srcc"][1][0]
+    final = torch.load(out / "models/after_1.pt", weights_only=True)
+    norms = final["_extra_state"]["norms"]
+    convs = [k for k in initial if k.startswith("backbone.") and k.endswith(".weight")
+             and k.removeprefix("backbone.") not in norms[0]]
+    assert len(convs) > 30
+    assert all(torch.equal(final[k], initial[k]) for k in convs)
+    # Each task's BatchNorm set moved away from the pretrained one, and differently.
+    key = next(k for k in norms[0] if k.endswith("running_mean"))
+    pretrained = initial[f"backbone.{key}"]
+    assert not torch.equal(norms[0][key], pretrained)
+    assert not torch.equal(norms[0][key], norms[1][key])
+    assert results["model"]["tsn"]["per_task_norms"] < 0.05
+
+
+def test_iqacl_strategies_lists_the_fields_methods_with_what_they_need_at_test(capsys):
+    from experiments.cli import main
+
+    assert main(["strategies"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    expected = {"lwf_heads": "lam: float = 10.0", "replay_heads": "mem_size: int = 1000",
+                "lwf_replay": "mem_size: int = 1000, lam: float = 10.0", "tsn": "(none)",
+                "single": "(none)"}
+    for name, params in expected.items():
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{name} "))
+        assert f"hyperparameters: {params}" in lines[i + 1], lines[i:i + 3]
+        labels = lines[i].split("task_labels_at_test=")[1]
+        assert labels == ("yes" if name == "single" else
+                          "eval.heads (oracle: yes; newest, weighted: no)"), lines[i]
