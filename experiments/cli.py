@@ -182,6 +182,15 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import run_dirs_under, verify
+
+    dirs = [d for root in args.runs for d in run_dirs_under(root)]
+    text, ok = verify(dirs)
+    print(text)
+    return 0 if ok else 1
+
+
 COLUMNS_HELP = ("summary columns, comma-separated, from ACC, mSRCC, BWT, FWT, forgetting, mPI, "
                 "mSI, mPSI, mPSR (default ACC,BWT,FWT,forgetting,mPSI; a grid file may set "
                 "`columns:`)")
@@ -279,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("strategies", help="list strategies and their hyperparameters")
     s.add_argument("--plugins", action="append", default=[], metavar="FILE.py")
     s.set_defaults(fn=cmd_strategies)
+
+    v = sub.add_parser("verify", help="re-derive results.json's matrices (and routing) from "
+                                      "predictions/ of finished runs")
+    v.add_argument("runs", nargs="+", help="run folders, or folders holding runs")
+    v.set_defaults(fn=cmd_verify)
     return p
 
 

@@ -162,6 +162,13 @@ def final(result: dict, metric: str) -> list[float | None]:
     return matrix[-1]
 
 
+def routing_accuracy(result: dict) -> float | None:
+    """eval.heads=weighted: the share of test images routed to their own dataset's head
+    after the last experience."""
+    accuracy = (result.get("routing") or {}).get("mean_accuracy") or {}
+    return list(accuracy.values())[-1] if accuracy else None
+
+
 def memory_of(result: dict) -> float | None:
     mem = result.get("memory")
     return None if mem is None else mem.get("extra_bytes", 0) / 2**20
@@ -202,6 +209,8 @@ def rows(groups: list[Group], metric: str,
                 for r in g.runs])
         else:
             row["intransigence"] = None
+        row["routing acc"] = mean_std([routing_accuracy(r) for r in g.runs]) \
+            if any(routing_accuracy(r) is not None for r in g.runs) else None
         row["wall time (s)"] = mean_std([r.get("wall_time_s") for r in g.runs])
         row["extra memory (MiB)"] = mean_std([memory_of(r) for r in g.runs])
         row["seeds"] = str(len(g.runs))
@@ -210,11 +219,13 @@ def rows(groups: list[Group], metric: str,
     out.sort(key=lambda r: r["_task_aware"])
     if all(r["intransigence"] is None for r in out):  # no joint run: nothing to show
         cols.remove("intransigence")
+    if any(r["routing acc"] is not None for r in out):  # routed multi-head rows
+        cols.insert(cols.index("wall time (s)"), "routing acc")
     return cols, out
 
 
 HIGHER_IS_BETTER = {**dict.fromkeys(SUMMARY_COLUMNS, True), "forgetting": False,
-                    "intransigence": False}
+                    "intransigence": False, "routing acc": True}
 
 
 def _best(rows_: list[dict], col: str) -> set[int]:

@@ -31,6 +31,7 @@ from benchmarks.images.crops import map_images
 from models.routing import combine, fit_prototypes, pooled, routing_weights
 
 HEAD_USAGE = ("oracle", "newest", "weighted")
+LAST_TWO = "last_two_stages"  # eval.routing.levels: [last_two_stages], TSN's routing
 TASK_AWARE = {"oracle": True, "newest": False, "weighted": False}
 
 
@@ -64,6 +65,8 @@ class HeadRouting(SupervisedPlugin):
             for p in self.net.parameters():
                 p.requires_grad_(False)
         names = dict(model.backbone.named_modules())
+        if self.levels == [LAST_TWO]:
+            self.levels = last_two_stages(model)
         unknown = [n for n in self.levels if n not in names]
         if unknown:
             raise UserError(f"eval.routing.levels: the backbone has no module '{unknown[0]}'; "
@@ -178,3 +181,33 @@ class HeadRouting(SupervisedPlugin):
                        max_iter=self.max_iter, levels=self.levels, argmax=self.argmax,
                        prototypes={str(t): len(ps[0]) for t, ps in self.prototypes.items()})
         return out
+
+
+def last_two_stages(model: torch.nn.Module, size: int = 224) -> list[str]:
+    """The last module of each of the backbone's two last resolutions (ResNet: layer3,
+    layer4; MobileNetV2: features.13, features.18), found by one probe image."""
+    backbone = model.backbone
+    candidates = [(n, m) for n, m in backbone.named_children() if n != "features"]
+    if hasattr(backbone, "features"):
+        candidates += [(f"features.{n}", m) for n, m in backbone.features.named_children()]
+    seen: list[tuple[str, tuple]] = []
+    hooks = [m.register_forward_hook(
+        lambda mod, i, o, n=n: seen.append((n, tuple(o.shape[-2:])))
+        if isinstance(o, torch.Tensor) and o.dim() == 4 and o.shape[-1] * o.shape[-2] > 1
+        else None) for n, m in candidates]
+    was = backbone.training
+    try:
+        backbone.eval()
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, size, size))
+    finally:
+        backbone.train(was)
+        for h in hooks:
+            h.remove()
+    last: dict[tuple, str] = {}
+    for name, res in seen:
+        last[res] = name
+    if len(last) < 2:
+        raise UserError("eval.routing.levels=[last_two_stages]: the backbone has no two "
+                        "feature resolutions to route on; name the modules instead")
+    return list(last.values())[-2:]
