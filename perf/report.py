@@ -140,6 +140,17 @@ NOTES = [
     "at least run: on two CPU cores a full convolutional network is compute-bound and the "
     "loop is already within 2× of that, so 5× cannot be reached there; the head and the GPU "
     "(where the loop is bound by per-sample overhead) are where the target applies.",
+    "- **Routing** (`eval.heads: weighted`): the seconds a six-dataset routed run spends "
+    "on routing features (the frozen initial network over each test image once, cached, "
+    "and over each experience's training images once, for its prototypes) against the rest "
+    "of its evaluation (test and validation rows, per-epoch selection). The training "
+    "images' pass is the method's (the field fits prototypes on all of a task's training "
+    "images) and the training split is the larger part of a dataset, so the ratio sits "
+    "near train / (stages x test + val) whatever the speed. K-means: one KonIQ-sized "
+    "experience's prototypes (synthetic features, the field's n_init) against that "
+    "experience's training, extrapolated from timed ResNet-18 steps at the field's 384 px "
+    "crops. TSN: `weighted` scoring runs the backbone once per seen task, each with its "
+    "BatchNorm set, where `oracle` runs it once.",
     "- **Stream building**: a 255,530-line AVA.txt, EVA votes of that size and a folder with "
     "one file per image (hard links), read, matched, split and wrapped as an Avalanche "
     "benchmark in a fresh process; no image is decoded.",

@@ -1,0 +1,146 @@
+"""Task-agnostic scoring's costs: routing features in a run, K-means at KonIQ scale,
+TSN's one pass per seen task at test."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .timing import ROOT, Row, side_by_side, timed
+
+BIQA = ROOT / "experiments" / "configs" / "demo_biqa.yaml"
+NAMES = ("LIVE", "CSIQ", "BID", "CLIVE", "KonIQ", "KADID")
+
+
+def routing_run_rows(work: Path, scale: float, size: int, epochs: int = 3) -> list[Row]:
+    """A six-dataset `eval.heads=weighted` run: seconds on routing features (test images
+    once, training images once per experience) against the rest of its evaluation."""
+    from benchmarks.demo.biqa import FOLDERS, make_biqa_demo
+    from experiments.config import load_config
+    from experiments.run import Trainer, run
+
+    root = work / "biqa"
+    make_biqa_demo(root, scale=scale, seed=0)
+    config = load_config(BIQA, [*(f"stream.{n}.root={root / f}" for n, f in zip(
+        NAMES, FOLDERS, strict=True)), f"data.image_size={size}", "log.progress=false",
+        "log.plots=false", "log.csv=false", "model.heads=per_task", "eval.heads=weighted",
+        f"train.epochs={epochs}", f"train.warmup_epochs={min(1, epochs - 1)}"])
+    spent = {"eval": 0.0}
+    evaluate = Trainer.evaluate
+
+    def timed_evaluate(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return evaluate(self, *args, **kwargs)
+        finally:
+            spent["eval"] += time.perf_counter() - started
+
+    routers = []
+    from strategies.routing import HeadRouting
+
+    original = HeadRouting.see_initial_model
+
+    def keep(self, model):
+        routers.append(self)
+        return original(self, model)
+
+    Trainer.evaluate, HeadRouting.see_initial_model = timed_evaluate, keep
+    try:
+        results = run(config, work / "routed")
+    finally:
+        Trainer.evaluate, HeadRouting.see_initial_model = evaluate, original
+    seconds = routers[-1].seconds
+    # Test-image features are inside the evaluations; training images' after each experience.
+    train_pass = sum(seconds.values()) - seconds["kmeans"]
+    rest = spent["eval"] - min(train_pass, spent["eval"])
+    counts = results["counts"]
+    n_train = sum(c["train"] for c in counts.values())
+    n_eval = sum(c["test"] + c["val"] for c in counts.values())
+    note = (f"demo_biqa.yaml at {size} px on the stand-ins (scale {scale}: {n_train} training, "
+            f"{n_eval} test + val images), CPU: routing features {seconds['features']:.1f} s "
+            f"(each test image once, cached; each training image once, for its task's "
+            f"prototypes: {n_train} of the {n_train + n_eval} images a frozen-network pass "
+            f"sees), the run's other evaluation {rest:.1f} s, K-means {seconds['kmeans']:.1f} s "
+            f"(not counted). The training images' pass is the method's: the field fits each "
+            f"task's prototypes on all its training images")
+    return [Row("routing features over a weighted run vs its evaluation (time ratio)",
+                seconds["features"], rest, "s/run", 0.10, higher_is_better=False,
+                note=note, samples=[seconds["features"] / rest])]
+
+
+def kmeans_rows(n: int = 7000, dim: int = 128, k: int = 128, n_init: int = 20,
+                train_size: int = 384, steps: int = 2) -> list[Row]:
+    """K-means for one experience at KonIQ scale (the field's n_init) against that
+    experience's training time, extrapolated from timed ResNet-18 steps on this machine."""
+    from models import build_model
+    from models.loss import FidelityLoss
+    from models.routing import fit_prototypes
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(40, dim, generator=gen)
+    feats = centres[torch.randint(0, 40, (n,), generator=gen)] + \
+        0.3 * torch.randn(n, dim, generator=gen)
+    feats = torch.nn.functional.normalize(feats, dim=1)
+    kmeans = timed(lambda: fit_prototypes(feats, k, n_init, 1000, 0))
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    loss = FidelityLoss("binary")
+    batch = 32
+    x = torch.randint(0, 256, (batch, 3, train_size, train_size), dtype=torch.uint8)
+    y, tasks = torch.rand(batch), torch.zeros(batch, dtype=torch.long)
+
+    def step() -> None:
+        opt.zero_grad()
+        loss(model(x), y, tasks, None).backward()
+        opt.step()
+
+    step()  # warm-up
+    per_step = min(timed(step) for _ in range(steps))
+    epochs = 9  # the field's: 3 heads-only + 6 whole-network (counted as whole: an upper bound)
+    training = per_step * (n / batch) * epochs
+    note = (f"{n} x {dim} synthetic features, k = {k}, n_init = {n_init}, max_iter 1000: "
+            f"{kmeans:.1f} s; training: a ResNet-18 step at {train_size} px, batch {batch}, "
+            f"{per_step:.2f} s on this CPU, x {n // batch} steps x {epochs} epochs = "
+            f"{training / 3600:.1f} h (extrapolated, not run)")
+    return [Row("K-means for one KonIQ-sized experience vs its training (time ratio)",
+                kmeans, training, "s", 0.05, higher_is_better=False, note=note,
+                samples=[kmeans / training])]
+
+
+def tsn_rows(size: int, tasks: int = 6, batch: int = 32, rounds: int = 5) -> list[Row]:
+    """TSN at test: `weighted` runs one pass per seen task (each with its BatchNorm set),
+    `oracle` one pass, same batch."""
+    from models import build_model
+    from strategies.tsn import TSNModel
+
+    torch.manual_seed(0)
+    model = TSNModel.wrap(build_model("mobilenet_v2", pretrained=False, heads="per_task"))
+    for t in range(tasks):
+        model.heads[str(t)] = model.heads["0"]
+        model.finish(t)
+    model.eval()
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    seen = list(range(tasks))
+
+    def oracle() -> None:
+        with torch.no_grad():
+            model.forward_single_task(x, tasks - 1)
+
+    def weighted() -> None:
+        with torch.no_grad():
+            model.head_scores(x, seen)
+
+    turns = side_by_side(oracle, weighted, rounds)
+    fast, slow = turns.rates(1)
+    ratio = float(np.median(turns.ratios))
+    note = (f"mobilenet_v2 at {size} px, batch {batch}, {tasks} seen tasks, CPU, {rounds} "
+            f"rounds in turns: weighted scoring costs {ratio:.1f}x the oracle's (routing "
+            f"features aside), one backbone pass per task")
+    return [Row("TSN evaluation: one pass per seen task vs oracle (time ratio)", 1 / slow,
+                1 / fast, "s/batch", None, higher_is_better=False, note=note,
+                samples=turns.ratios)]
