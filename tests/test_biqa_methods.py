@@ -93,6 +93,20 @@ def test_a_weighted_run_saves_weights_the_routing_matrix_re_derives_from(tiny_de
                 own = float(np.mean(weights.argmax(1) == s))
                 assert routing["accuracy"][stage][s] == pytest.approx(own)
     assert (out / "routing_matrix.png").stat().st_size > 10_000
+    # iqacl verify re-derives it all, and notices a weight that does not match.
+    from experiments.verify import verify_run
+
+    assert verify_run(out) == []
+    csv = out / "predictions/after_1/AVA.csv"
+    frame = pd.read_csv(csv)
+    frame.loc[0, "weight_EVA"], frame.loc[0, "weight_AVA"] = 0.0, 1.0
+    frame.loc[1, "weight_EVA"], frame.loc[1, "weight_AVA"] = 1.0, 0.0
+    frame.loc[2, "prediction"] = frame["prediction"].max() + 1
+    frame.to_csv(csv, index=False)
+    problems = verify_run(out)
+    assert any("srcc row after_1" in p for p in problems), problems
+    assert any("routing matrix after_1" in p or "routing accuracy after_1" in p
+               for p in problems), problems
 
 
 def test_eval_heads_needs_one_head_per_task_and_a_stream(tiny_demo):
