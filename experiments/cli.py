@@ -35,8 +35,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         print()
     print(f"task labels at test time: {'yes' if results['uses_task_labels'] else 'no'}; "
           f"PLCC: {results['plcc']}")
+    routing = results.get("routing") or {}
+    if routing.get("matrices"):
+        print(format_routing(results))
     print(f"results: {out / 'results.json'}")
     return 0
+
+
+def format_routing(results: dict) -> str:
+    """The last stage's routing matrix (rows: test images of; columns: heads)."""
+    names, routing = results["experiences"], results["routing"]
+    last = list(routing["matrices"])[-1]
+    width = max(8, *(len(n) + 2 for n in names))
+    lines = [f"{'routing':<{width}}" + "".join(f"{n:>{width}}" for n in names)]
+    for name, row in zip(names, routing["matrices"][last], strict=True):
+        lines.append(f"{name:<{width}}" + "".join(
+            f"{'—' if v is None else f'{v:.2f}':>{width}}" for v in row))
+    acc = routing["mean_accuracy"][last]
+    lines.append(f"routing accuracy {'—' if acc is None else f'{acc:.3f}'} "
+                 f"(eval.heads=weighted: rows, each dataset's test images; columns, the mean "
+                 f"weight given to each head)")
+    return "\n".join(lines)
 
 
 def default_run_dir(config_path: str, config: dict) -> Path:

@@ -111,8 +111,12 @@ class WandbLogger(BaseLogger):
                 self.run.summary[f"{metric}/{k}"] = v
         self.run.summary["uses_task_labels"] = results["uses_task_labels"]
         self.run.summary["protocol"] = results["protocol"]
+        routing = results.get("routing") or {}
+        if routing.get("mean_accuracy"):  # eval.heads=weighted, after the last experience
+            self.run.summary["routing/accuracy"] = list(routing["mean_accuracy"].values())[-1]
         artifact = wandb.Artifact(f"results-{self.run.id}", type="results")
-        for name in ("results.json", "srcc_matrix.png", "plcc_matrix.png", "srcc_curves.png"):
+        for name in ("results.json", "srcc_matrix.png", "plcc_matrix.png", "srcc_curves.png",
+                     "routing_matrix.png"):
             if (run_dir / name).is_file():
                 artifact.add_file(str(run_dir / name))
         self.run.log_artifact(artifact)
