@@ -182,10 +182,10 @@ class Benchmark:
 
     @property
     def uses_task_labels(self) -> bool:
-        heads = self.config["eval"]["heads"]
-        if heads != "oracle":  # routed (or the newest head): no task label at test
-            return TASK_AWARE[heads]
-        return self.spec.uses_task_labels or self.config["model"]["heads"] == "per_task"
+        # A multi-head model (model.heads=per_task, or a strategy's own): eval.heads decides.
+        if isinstance(self.trainer.strategy.model, MultiHeadIQAModel):
+            return TASK_AWARE[self.config["eval"]["heads"]]
+        return self.spec.uses_task_labels
 
     @property
     def router(self) -> HeadRouting | None:

@@ -188,6 +188,16 @@ class MultiHeadIQAModel(BackboneMixin, MultiTaskModule):
         return out
 
 
+def multi_head(model: nn.Module) -> MultiHeadIQAModel:
+    """The model with one head per task (new heads copies of its initial head): what the
+    multi-head strategies train, whatever model.heads says."""
+    if isinstance(model, MultiHeadIQAModel):
+        return model
+    out = MultiHeadIQAModel(model.backbone, model.head)
+    out.mean, out.std, out.backbone_info = model.mean, model.std, model.backbone_info
+    return out
+
+
 def build_model(backbone: str = "mobilenet_v2", pretrained: bool = False,
                 head: str = "similarity", embed_dim: int = 128,
                 heads: str = "shared", freeze_backbone: bool = False,

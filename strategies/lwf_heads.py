@@ -7,7 +7,8 @@ heads, not averaged (lambda = 10 in the field). D is the fidelity of pair
 probabilities Phi(y(x1) - y(x2)) to the old model's (with `loss.name:
 fidelity`, the field's) or the MSE to the old scores (with today's loss).
 Like the field, only the whole-network stage distils (not a heads-only
-warm-up, where old heads cannot move). The shared-head LwF is `lwf`.
+warm-up, where old heads cannot move). The model gets one head per task
+whatever `model.heads` says. The shared-head LwF is `lwf`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from benchmarks.errors import UserError
-from models.iqa import MultiHeadIQAModel
+from models.iqa import MultiHeadIQAModel, multi_head
 from models.loss import fidelity_to_teacher, mse_to_teacher
 
 from .passes import bookkeeping
@@ -39,11 +40,6 @@ class HeadDistillation(SupervisedPlugin):
         self._pending_state: dict | None = None
         self._features: torch.Tensor | None = None
         self._hook = None
-
-    def check_config(self, config: dict) -> None:
-        if config["model"]["heads"] != "per_task":
-            raise UserError(f"{self.name} distils each old head; set model.heads=per_task "
-                            "(the shared-head version is strategy lwf)")
 
     # -- what the minibatch gives ---------------------------------------------------------
     def student_heads(self, strategy, tasks: list[int]) -> torch.Tensor:
@@ -121,4 +117,4 @@ class HeadDistillation(SupervisedPlugin):
 @register_strategy("lwf_heads", multi_head=True)
 def lwf_heads(lam: float = 10.0) -> StrategyParts:
     """LwF over heads: each old head distilled on new data towards the old model (summed)."""
-    return StrategyParts([HeadDistillation(lam)])
+    return StrategyParts([HeadDistillation(lam)], wrap_model=multi_head)

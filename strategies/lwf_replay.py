@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from models.iqa import multi_head
+
 from .lwf_heads import HeadDistillation
 from .registry import StrategyParts, register_strategy
 from .replay import IndexedBalancedBuffer, Replay
@@ -48,4 +50,4 @@ class ReplayDistillation(HeadDistillation):
 def lwf_replay(mem_size: int = 1000, lam: float = 10.0) -> StrategyParts:
     """LwF-Replay: newest head on current + replayed; old heads distilled on replayed."""
     return StrategyParts([Replay(mem_size, storage_policy=IndexedBalancedBuffer(mem_size)),
-                          ReplayDistillation(lam)])
+                          ReplayDistillation(lam)], wrap_model=multi_head)

@@ -6,26 +6,21 @@ with one head per task each old head trains on its own dataset's replayed
 items against their labels, and the fidelity loss pairs them only within
 their dataset. The field adds one batch of pairs per old task to the loss;
 here replayed items join the minibatch and the loss is the mean over all its
-same-dataset pairs (docs/STRATEGIES.md).
+same-dataset pairs (docs/STRATEGIES.md). The model gets one head per task
+whatever `model.heads` says.
 """
 
 from __future__ import annotations
 
-from benchmarks.errors import UserError
+from models.iqa import multi_head
 
 from .registry import StrategyParts, register_strategy
 from .replay import IndexedBalancedBuffer, Replay
-
-
-class HeadsReplay(Replay):
-    def check_config(self, config: dict) -> None:
-        if config["model"]["heads"] != "per_task":
-            raise UserError("replay_heads trains each old head on its replayed items; set "
-                            "model.heads=per_task (the shared-head version is strategy replay)")
 
 
 # mem_size = 1000: the continual-BIQA code's memory (all tasks together).
 @register_strategy("replay_heads", multi_head=True)
 def replay_heads(mem_size: int = 1000) -> StrategyParts:
     """Replay with one head per task: each old head trains on its own replayed items."""
-    return StrategyParts([HeadsReplay(mem_size, storage_policy=IndexedBalancedBuffer(mem_size))])
+    return StrategyParts([Replay(mem_size, storage_policy=IndexedBalancedBuffer(mem_size))],
+                         wrap_model=multi_head)

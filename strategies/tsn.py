@@ -73,12 +73,13 @@ class TSNModel(MultiHeadIQAModel):
             p.requires_grad_(False)
         if task not in self.finished:
             self.finished.append(task)
-        self.start()  # a task not trained yet: the pretrained set and a fresh head
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         if isinstance(x, ImageList):  # whole images of several sizes: per size group
             return map_images(lambda b: self.forward_single_task(b, task_label), x)
-        if task_label not in self.finished:  # the task being trained: the live set
+        # The task being trained, or one not trained yet (as PackNet: the live set and a
+        # fresh head).
+        if task_label not in self.finished:
             return super().forward_single_task(x, task_label)
         norms = self.norms[task_label]
         # Training-mode BatchNorm would update the stored statistics in place.
@@ -106,11 +107,6 @@ class TSNPlugin(SupervisedPlugin):
     """A fresh BatchNorm set before each task; the task's set and head kept after it."""
 
     changes_model = True  # the per-task sets live in the model's extra state
-
-    def check_config(self, config: dict) -> None:
-        if config["model"]["heads"] != "per_task":
-            raise UserError("tsn keeps one BatchNorm set and head per task; set "
-                            "model.heads=per_task")
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         if not isinstance(strategy.model, TSNModel):

@@ -112,13 +112,14 @@ def test_after_experience_hooks_leave_the_model_as_trained(name, runs):
         assert watch.changes, "no after-experience hook was watched"
 
 
-def test_packnet_declares_its_changes():
+def test_packnet_and_tsn_declare_their_changes():
     from strategies.packnet import PackNetPlugin
+    from strategies.tsn import TSNPlugin
 
-    assert PackNetPlugin.changes_model is True
-    undeclared = [type(p).__name__ for n in STRATEGIES for p in make_strategy(n).plugins
-                  if getattr(p, "changes_model", False)]
-    assert undeclared == ["PackNetPlugin"]
+    assert PackNetPlugin.changes_model is True and TSNPlugin.changes_model is True
+    declared = sorted(type(p).__name__ for n in STRATEGIES for p in make_strategy(n).plugins
+                      if getattr(p, "changes_model", False))
+    assert declared == ["PackNetPlugin", "TSNPlugin"]
 
 
 def test_bookkeeping_restores_buffers_flags_and_grads():

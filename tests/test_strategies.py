@@ -50,7 +50,8 @@ def test_every_strategy_writes_complete_results(name, tiny_demo, tmp_path):
     for m in ("srcc", "plcc", "krcc"):
         matrix = np.array(results["matrices"][m], dtype=float)
         assert matrix.shape == (rows, 2) and np.isfinite(matrix).all()
-    assert results["uses_task_labels"] is STRATEGIES[name].uses_task_labels
+    spec = STRATEGIES[name]  # multi-head: eval.heads decides (oracle by default: yes)
+    assert results["uses_task_labels"] is (spec.uses_task_labels or spec.multi_head)
     stages = sorted(p.name for p in (tmp_path / "predictions").iterdir())
     assert stages == (["initial", "joint"] if rows == 1 else ["after_0", "after_1", "initial"])
     # The state contract: every plugin's state survives a weights-only round trip.
