@@ -70,8 +70,13 @@ class HeadDistillation(SupervisedPlugin):
         if not tasks:
             return
         new, old = self.student_heads(strategy, tasks), self.teacher_heads(strategy, tasks)
-        loss = sum(self.distance(strategy, new[:, i], old[:, i]) for i in range(len(tasks)))
+        loss = sum(self.distance(strategy, new[:, i], old[:, i], self.items_of(t, new.device))
+                   for i, t in enumerate(tasks))
         self.add(strategy, loss)
+
+    def items_of(self, task: int, device) -> torch.Tensor | None:
+        """The minibatch items old head `task` is distilled on: all of them (None)."""
+        return None
 
     def add(self, strategy, loss: torch.Tensor) -> None:
         # lam = 0 adds nothing (not 0 x loss, whose zero gradients would still let Adam's
