@@ -87,6 +87,10 @@ DEFAULTS: dict[str, Any] = {
             "levels": [],          # backbone modules whose pooled outputs route (TSN: the
                                    # last two stages); []: the backbone's pooled features
             "argmax": False,       # score by the most likely task's head alone
+            "network": "initial",  # the routing network: the initial model, or a smaller
+                                   # frozen backbone by name (as the field's SCNN branch)
+            "image_size": None,    # the shorter side the routing network sees (None: as
+                                   # the test transform gives); smaller is cheaper
         },
     },
     "strategy": {"name": "naive"},
@@ -312,6 +316,13 @@ def validate(config: dict) -> None:
         (0 <= config["eval"]["routing"]["newest_blend"] <= 1, "eval.routing.newest_blend",
          "must be in [0, 1]"),
         (config["eval"]["routing"]["n_init"] >= 1, "eval.routing.n_init", "must be 1 or more"),
+        (config["eval"]["routing"]["network"] == "initial"
+         or config["eval"]["routing"]["features"] == "initial", "eval.routing.network",
+         "names a frozen routing network, which only eval.routing.features=initial uses; "
+         "set features=initial or network=initial"),
+        (config["eval"]["routing"]["image_size"] is None
+         or config["eval"]["routing"]["image_size"] >= 16, "eval.routing.image_size",
+         "must be null or 16 or more (pixels)"),
         (config["model"]["heads"] in ("shared", "per_task"), "model.heads",
          "must be 'shared' or 'per_task'"),
         (config["log"]["wandb"]["mode"] in ("offline", "online", "disabled"), "log.wandb.mode",

@@ -228,6 +228,7 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
     parts = make_strategy(spec.name, **hparams)
     if config["eval"]["heads"] != "oracle":
         parts.plugins.append(HeadRouting(config["eval"]["heads"], seed=config["seed"],
+                                         pretrained=config["model"]["pretrained"],
                                          **config["eval"]["routing"]))
     for plugin in parts.plugins:  # a plugin's own checks of the config, before any work
         if hasattr(plugin, "check_config"):

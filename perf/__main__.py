@@ -20,7 +20,7 @@ from .gpu import GPU_SIZES, gpu_rows
 from .loops import feature_rows, loader_rows, loop_rows
 from .recipe import loss_rows, selection_rows
 from .report import render, table
-from .routing import kmeans_rows, routing_run_rows, tsn_rows
+from .routing import kmeans_rows, routing_run_rows, routing_scale_rows, tsn_rows
 from .startup import cli_rows, demo_rss_rows, stream_rows
 from .timing import Row
 
@@ -31,13 +31,15 @@ SIZES = {
              "eva_images": 4_070, "eva_votes": 137_000, "stream_rounds": 3,
              "demo": (600, 360), "crop_images": 48, "crop_rounds": 5,
              "loss_size": 64, "loss_rounds": 7, "select_size": 64, "select_rounds": 3,
-             "routing": (1.0, 64, 3), "kmeans": (7000, 20, 384, 2), "tsn": (64, 5)},
+             "routing": (1.0, 64, 3), "routing_scale": ((384, 512), 3),
+             "kmeans": (7000, 20, 384, 2), "tsn": (64, 5)},
     "tiny": {"photos": 40, "loop_size": 48, "probe_size": 48, "probe_epochs": 2,
              "probe_rounds": 1, "ewc_samples": 4, "ewc_size": 48, "ava_lines": 2_000,
              "eva_images": 100, "eva_votes": 3_000, "stream_rounds": 1, "demo": (40, 20),
              "crop_images": 4, "crop_rounds": 1,
              "loss_size": 32, "loss_rounds": 1, "select_size": 48, "select_rounds": 1,
-             "routing": (0.05, 32, 1), "kmeans": (500, 1, 64, 1), "tsn": (32, 1)},
+             "routing": (0.05, 32, 1), "routing_scale": ((48, 64), 1),
+             "kmeans": (500, 1, 64, 1), "tsn": (32, 1)},
 }
 
 
@@ -58,6 +60,7 @@ def cpu_rows(work: Path, size: dict) -> list[Row]:
         lambda: selection_rows(photos, cache, size["select_size"],
                                rounds=size["select_rounds"]),
         lambda: routing_run_rows(work, *size["routing"]),
+        lambda: routing_scale_rows(size["routing_scale"][0], rounds=size["routing_scale"][1]),
         lambda: kmeans_rows(size["kmeans"][0], n_init=size["kmeans"][1],
                             train_size=size["kmeans"][2], steps=size["kmeans"][3]),
         lambda: tsn_rows(*size["tsn"]),

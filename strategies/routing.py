@@ -9,7 +9,10 @@
 
 Routing features come from a frozen copy of the initial network (`initial`:
 they never drift, so each image's are computed once per run and cached) or
-from the model being trained (`current`: old prototypes go stale): the
+from the model being trained (`current`: old prototypes go stale). A smaller
+frozen network (`network`: a backbone name, as the field's SCNN branch is)
+or a smaller input (`image_size`: the shorter side the routing network sees)
+makes routing cheaper; every training image passes it once. Features are the
 backbone's pooled output, or (`levels`, TSN's routing) the globally pooled
 outputs of named backbone modules, each with its own prototypes, the weights
 averaged over levels. `argmax` scores by the most likely task's head alone. Only the
@@ -23,12 +26,13 @@ import copy
 import time
 
 import torch
+import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metric_utils import stream_type
 from torch.utils.data import DataLoader
 
 from benchmarks.errors import UserError
-from benchmarks.images.crops import map_images
+from benchmarks.images.crops import ImageList, map_images
 from models.routing import combine, fit_prototypes, pooled, routing_weights
 
 HEAD_USAGE = ("oracle", "newest", "weighted")
@@ -45,9 +49,11 @@ class HeadRouting(SupervisedPlugin):
     def __init__(self, heads: str = "weighted", features: str = "initial", k: int = 128,
                  tau: float = 32.0, newest_blend: float = 0.0, n_init: int = 20,
                  max_iter: int = 1000, levels: list | None = None, argmax: bool = False,
-                 seed: int = 0):
+                 network: str = "initial", image_size: int | None = None,
+                 pretrained: bool = False, seed: int = 0):
         super().__init__()
         self.heads, self.source = heads, features
+        self.network, self.image_size, self.pretrained = network, image_size, pretrained
         self.levels, self.argmax = list(levels or []), argmax
         self._dims: list[int] = []  # feature size per level
         self.k, self.tau, self.newest_blend = k, tau, newest_blend
@@ -57,17 +63,28 @@ class HeadRouting(SupervisedPlugin):
         self.prototypes: dict[int, list[torch.Tensor]] = {}  # task -> per level
         # (stream, experience) -> (features (N, D), computed (N,)): `initial` features only
         self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.seconds = {"features": 0.0, "kmeans": 0.0}  # where routing's time goes (perf)
+        # where routing's time goes (perf): all features, those of training images, K-means
+        self.seconds = {"features": 0.0, "training": 0.0, "kmeans": 0.0}
 
     def see_initial_model(self, model: torch.nn.Module) -> None:
-        """A frozen copy of the model before any training: the routing network."""
+        """The routing network, frozen: a copy of the model before any training, or the
+        backbone `network` names."""
         if self.heads == "weighted" and self.source == "initial":
-            self.net = copy.deepcopy(model).eval()
+            if self.network == "initial":
+                self.net = copy.deepcopy(model)
+            else:
+                from models import build_model
+                try:
+                    self.net = build_model(self.network, pretrained=self.pretrained)
+                except UserError as err:
+                    raise UserError(f"eval.routing.network: {err}") from None
+            self.net.eval()
             for p in self.net.parameters():
                 p.requires_grad_(False)
-        names = dict(model.backbone.named_modules())
+        router = self.net if self.net is not None else model
+        names = dict(router.backbone.named_modules())
         if self.levels == [LAST_TWO]:
-            self.levels = last_two_stages(model)
+            self.levels = last_two_stages(router)
         unknown = [n for n in self.levels if n not in names]
         if unknown:
             raise UserError(f"eval.routing.levels: the backbone has no module '{unknown[0]}'; "
@@ -89,12 +106,26 @@ class HeadRouting(SupervisedPlugin):
 
     def _levels(self, net, x) -> torch.Tensor:
         """(B, sum of the levels' sizes): each level's pooled, L2-normalised features."""
-        if not self.levels:
-            return pooled(net.features(x))
+        own = self.net is None or self.network == "initial"  # the model's own backbone
+        if own and not self.levels and not self.image_size:
+            return pooled(net.features(x))  # cached backbone features too
         if x.dim() == 2:
-            raise UserError("eval.routing.levels needs images, not cached backbone features; "
-                            "set model.cache_features=false")
+            raise UserError("eval.routing.levels, network and image_size need images, not "
+                            "cached backbone features; set model.cache_features=false")
+        if self.image_size:  # one square batch, whatever the images' sizes
+            x = self._resized(net, x)
+        if not self.levels:
+            return map_images(lambda batch: pooled(net.backbone(net.as_input(batch))), x)
         return map_images(lambda batch: self._level_batch(net, batch), x)
+
+    def _resized(self, net, x) -> torch.Tensor:
+        """(B, 3, S, S) floats in [0, 1], S = `image_size`: each image resized (bilinear,
+        antialiased); routing needs only a global feature, so the aspect ratio may go."""
+        images = x.images if isinstance(x, ImageList) else [x]
+        out = [F.interpolate(as_unit(im if im.dim() == 4 else im[None]),
+                             size=(self.image_size,) * 2, mode="bilinear", antialias=True,
+                             align_corners=False) for im in images]
+        return torch.cat(out)
 
     def _level_batch(self, net, x: torch.Tensor) -> torch.Tensor:
         outputs = []
@@ -133,6 +164,7 @@ class HeadRouting(SupervisedPlugin):
 
     def training_features(self, strategy) -> torch.Tensor:
         """Routing features of the experience's training images, by the test transform."""
+        before = self.seconds["features"]
         data = strategy.experience.dataset.eval()
         loader = DataLoader(data, batch_size=strategy.eval_mb_size,
                             collate_fn=getattr(data, "collate_fn", None))
@@ -141,6 +173,7 @@ class HeadRouting(SupervisedPlugin):
             x = batch[0]
             x = x.to(strategy.device) if hasattr(x, "to") else x
             out.append(self._embed(strategy, x).cpu())
+        self.seconds["training"] += self.seconds["features"] - before
         return torch.cat(out)
 
     # -- hooks ------------------------------------------------------------------------------
@@ -184,11 +217,17 @@ class HeadRouting(SupervisedPlugin):
         """results.json's description of how heads were used."""
         out = {"heads": self.heads, "task_aware": TASK_AWARE[self.heads]}
         if self.heads == "weighted":
-            out.update(features=self.source, k=self.k, tau=self.tau,
+            out.update(features=self.source, network=self.network,
+                       image_size=self.image_size, k=self.k, tau=self.tau,
                        newest_blend=self.newest_blend, n_init=self.n_init,
                        max_iter=self.max_iter, levels=self.levels, argmax=self.argmax,
                        prototypes={str(t): len(ps[0]) for t, ps in self.prototypes.items()})
         return out
+
+
+def as_unit(x: torch.Tensor) -> torch.Tensor:
+    """Images as floats in [0, 1] (uint8 ones divided by 255)."""
+    return x.float().div(255) if x.dtype == torch.uint8 else x
 
 
 def last_two_stages(model: torch.nn.Module, size: int = 224) -> list[str]:

@@ -117,6 +117,42 @@ def test_eval_heads_needs_one_head_per_task_and_a_stream(tiny_demo):
     assert "eval.heads" in one_line_error(load_config, DEMO, ["eval.heads=argmax"])
 
 
+def test_a_smaller_routing_network_and_input_route_a_run(tiny_demo, tmp_path):
+    """eval.routing.network / image_size: the cheaper routing the perf row measures."""
+    from models import build_model
+    from strategies.routing import HeadRouting
+
+    model = build_model("mobilenet_v2", heads="per_task")
+    router = HeadRouting(network="mobilenet_v3_small", image_size=32)
+    router.see_initial_model(model)
+    x = torch.randint(0, 256, (4, 3, 48, 64), dtype=torch.uint8)
+
+    class Batch:  # what _embed reads of a strategy
+        device = torch.device("cpu")
+    small = router._embed(Batch(), x)
+    assert small.shape == (4, 576)  # MobileNetV3-Small's pooled features, not MobileNetV2's
+    seen = torch.nn.functional.interpolate(x.float() / 255, size=(32, 32), mode="bilinear",
+                                           antialias=True)
+    expected = router.net.backbone(router.net.as_input(seen))
+    assert torch.equal(small, torch.nn.functional.normalize(expected))
+    router.image_size = None
+    assert not torch.allclose(router._embed(Batch(), x), small, atol=1e-3)
+
+    args = tiny(tiny_demo, "eval.heads=weighted", "model.pretrained=false",
+                "eval.routing.network=mobilenet_v3_small", "eval.routing.image_size=32")
+    results = run(load_config(DEMO, args), tmp_path / "run")
+    assert results["routing"]["network"] == "mobilenet_v3_small"
+    assert results["routing"]["image_size"] == 32
+    from experiments.verify import verify_run
+
+    assert verify_run(tmp_path / "run") == []
+    bad = load_config(DEMO, tiny(tiny_demo, "eval.heads=weighted", "model.pretrained=false",
+                                 "eval.routing.network=no_such_net"))
+    assert one_line_error(run, bad, tmp_path / "bad").startswith("eval.routing.network:")
+    drifting = ["eval.routing.features=current", "eval.routing.network=mobilenet_v3_small"]
+    assert "features=initial" in one_line_error(load_config, DEMO, drifting)
+
+
 RESUMED = {"naive": [], "lwf_replay": ["strategy.mem_size=40"],
            "tsn": ["eval.routing.levels=[features.13, features.18]"]}
 

@@ -20,7 +20,8 @@ def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
     for what in ("loader, train transforms", "loader, eval transforms", "training loop",
                  "evaluation loop", "frozen-backbone stream run", "EWC per-sample importance",
                  "training step: fidelity loss", "per-epoch validation (best_val)",
-                 "routing features over a weighted run", "K-means for one KonIQ-sized",
+                 "routing features over a weighted run", "routing at the protocol's scale",
+                 "K-means for one KonIQ-sized",
                  "TSN evaluation: one pass per seen task",
                  "building the stream", "peak memory building", "`iqacl --help`",
                  "peak memory of a demo-sized run"):
