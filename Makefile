@@ -6,7 +6,7 @@ DEMO_DATA ?= data/demo
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 BIQA_DATA ?= data/demo/IQA_Database
-.PHONY: install weights demo-data demo demo-biqa tables-biqa test test-1thread test-slow lint models backbones search tables perf clean
+.PHONY: install weights demo-data demo demo-biqa report-shot tables-biqa test test-1thread test-slow lint models backbones search tables perf clean
 
 # torch/torchvision/avalanche versions are pinned in constraints.txt (known to work together).
 $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -34,6 +34,13 @@ $(BIQA_DATA)/.complete: | $(BIN)/.installed
 demo-biqa: weights $(BIQA_DATA)/.complete
 	$(BIN)/iqacl run experiments/configs/demo_biqa.yaml --out runs/demo-biqa-$(shell date +%Y%m%d-%H%M%S) \
 		log.progress=false
+
+# The README's screenshot of a run's report.html: the demo run's page in headless Chromium
+# (needs Debian's chromium and chromium-driver).
+report-shot: weights demo-data
+	test -f runs/readme-report/results.json || $(BIN)/iqacl run experiments/configs/demo.yaml \
+		--out runs/readme-report log.progress=false
+	$(BIN)/iqacl report runs/readme-report --screenshot docs/report.png --height 1500
 
 # The README's continual-BIQA method table on the stand-ins (2 seeds, ~40 min on 2 cores);
 # then every row's results.json re-derived from its saved predictions and routing weights.

@@ -34,7 +34,7 @@ STARTED = "started.json"  # written once a run has passed its checks; gone when 
 # What a run writes before its first checkpoint: discarded when it is started over.
 ATTEMPT = ("models", "predictions", "splits", "checkpoints", "wandb", "tensorboard",
            "metrics.csv", "dropped.csv", "srcc_matrix.png", "plcc_matrix.png",
-           "srcc_curves.png", "routing_matrix.png", STARTED)
+           "srcc_curves.png", "routing_matrix.png", "report.html", STARTED)
 log = logging.getLogger(__name__)
 
 

@@ -39,6 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if routing.get("matrices"):
         print(format_routing(results))
     print(f"results: {out / 'results.json'}")
+    if (out / "report.html").exists():  # last: what to open
+        print(f"report: {out / 'report.html'}")
     return 0
 
 
@@ -93,11 +95,29 @@ def cmd_grid(args: argparse.Namespace) -> int:
         first = group_runs(results)[0]
         mean_heatmap(first.runs, args.metric, args.heatmap, first.label)
         print(f"heatmap of '{first.label}' written to {args.heatmap}")
+    if args.report_html:
+        from .grid_report import GRID_COLUMNS, write_grid_report
+
+        page = write_grid_report(args.out, args.metric, args.column,
+                                 spec.get("columns") and [*spec["columns"]] or GRID_COLUMNS)
+        print(f"report: {page}")
     if failures:
         print(f"{len(failures)} run(s) failed (listed above); the table holds the others. "
               "Fix the cause and launch the grid again: finished runs are skipped.",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .grid_report import write_report
+
+    page = write_report(args.path, args.metric, args.column)
+    print(f"report: {page}")
+    if args.screenshot:
+        from .browser import screenshot
+
+        print(f"screenshot: {screenshot(page, Path(args.screenshot), height=args.height)}")
     return 0
 
 
@@ -241,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--marker", default="table", help="the <!-- marker:start/end --> block")
     g.add_argument("--heatmap", help="a PNG of the first row's mean matrix (e.g. for a README)")
     g.add_argument("--columns", help=COLUMNS_HELP)
+    g.add_argument("--report-html", action="store_true",
+                   help="also write OUT/report.html: the table, a bar chart, the mean matrices "
+                        "and a link to each run's page")
+    g.add_argument("--column", default="ACC", help="the bar chart's column (default ACC)")
     g.add_argument("--base", help="a base config other than the grid file's `base`")
     g.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: one run after another; ray: each run a Ray task (needs .[ray])")
@@ -248,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor ray: an existing cluster (auto or HOST:PORT); "
                         "default: start Ray on this machine")
     g.set_defaults(fn=cmd_grid)
+
+    rp = sub.add_parser("report", help="write report.html: one page for a run folder, or for "
+                                       "a folder of runs (a grid), that opens offline")
+    rp.add_argument("path", help="RUN_DIR (holds results.json) or GRID_DIR (runs below it)")
+    rp.add_argument("--metric", choices=["srcc", "plcc", "krcc"], default="srcc",
+                    help="a grid page's table and matrices")
+    rp.add_argument("--column", default="ACC", help="a grid page's bar chart column")
+    rp.add_argument("--screenshot", help="also a PNG of the page as headless Chromium shows it")
+    rp.add_argument("--height", type=int, help="the screenshot's height (default: the page's)")
+    rp.set_defaults(fn=cmd_report)
 
     t = sub.add_parser("table", help="mean ± std over seeds of finished runs")
     t.add_argument("runs", nargs="+", help="RUN_DIRs, or folders of them")

@@ -97,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "log": {
         "progress": True,       # Avalanche's interactive progress bars and metric lines
         "plots": True,          # heatmaps and curves in RUN_DIR
+        "report": True,         # RUN_DIR/report.html: one self-contained page (iqacl report)
         "csv": True,            # every metric value in RUN_DIR/metrics.csv
         "tensorboard": False,   # Avalanche's TensorboardLogger in RUN_DIR/tensorboard
         "wandb": {

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import platform
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -22,17 +20,14 @@ from benchmarks.datasets.files import DROP_COLUMNS, DROP_KINDS
 from benchmarks.metrics import CORRELATIONS, SUMMARY_KEYS, plcc, summary
 from benchmarks.stream import ExperienceData, Stream
 
+from .files import atomic_file, atomic_write, file_name  # noqa: F401 (their old home)
+
 log = logging.getLogger(__name__)
 # Predictions whose spread is within this share of their size (about 100 float32 ulps) are
 # constant as far as ranks go.
 CONSTANT = 1e-5
 PACKAGES = ("torch", "torchvision", "avalanche-lib", "numpy", "scipy", "pandas", "pillow",
             "wandb", "iqacl")
-
-
-def file_name(experience_name: str) -> str:
-    """Experience names like `EVA/animals` become one path component."""
-    return experience_name.replace("/", "-").replace("\\", "-")
 
 
 class StagePredictions:
@@ -141,26 +136,6 @@ def _clean(value):
     return value
 
 
-@contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
-    """A temporary file beside `path`, renamed onto it on success: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write(path: Path, text: str) -> None:
-    with atomic_file(path) as fh:
-        fh.write(text)
-
-
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -169,6 +144,22 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def source_commit() -> str | None:
+    """The suite's git commit ("+dirty" with uncommitted changes to tracked files), or None
+    where it is not a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD"],
+                               capture_output=True, timeout=10).returncode
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def compute_results(test: StagePredictions, plcc_fit: str, protocol: str = "stream") -> dict:
@@ -215,6 +206,8 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
     plcc_fit = config["eval"]["plcc_fit"]
     results = {
         "config": config,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": source_commit(),
         "versions": versions(),
         "device": device,
         # train.amp takes effect on CUDA only: what the run computed in.
@@ -270,6 +263,10 @@ def write_run(out: Path, *, config: dict, stream: Stream, test: StagePredictions
     atomic_write(out / "results.json", json.dumps(results, indent=2))
     if config["log"]["plots"]:
         write_plots(results, out)
+    if config["log"]["report"]:
+        from .report import try_run_report
+
+        try_run_report(out)
     return results
 
 

@@ -423,6 +423,10 @@ def finished(config: dict, out: Path) -> dict:
     log.info("%s: the run has finished already; nothing to resume", out)
     if config["log"]["plots"]:
         write_plots(results, out)
+    if config["log"]["report"]:
+        from .report import try_run_report
+
+        try_run_report(out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     (out / STARTED).unlink(missing_ok=True)
     return results

@@ -116,7 +116,7 @@ class WandbLogger(BaseLogger):
             self.run.summary["routing/accuracy"] = list(routing["mean_accuracy"].values())[-1]
         artifact = wandb.Artifact(f"results-{self.run.id}", type="results")
         for name in ("results.json", "srcc_matrix.png", "plcc_matrix.png", "srcc_curves.png",
-                     "routing_matrix.png"):
+                     "routing_matrix.png", "report.html"):
             if (run_dir / name).is_file():
                 artifact.add_file(str(run_dir / name))
         self.run.log_artifact(artifact)

@@ -18,6 +18,7 @@ from .crops import crop_rows
 from .ewc import ewc_rows
 from .gpu import GPU_SIZES, gpu_rows
 from .loops import feature_rows, loader_rows, loop_rows
+from .pages import report_rows
 from .recipe import loss_rows, selection_rows
 from .report import render, table
 from .routing import kmeans_rows, routing_run_rows, routing_scale_rows, tsn_rows
@@ -60,6 +61,7 @@ def cpu_rows(work: Path, size: dict) -> list[Row]:
         lambda: selection_rows(photos, cache, size["select_size"],
                                rounds=size["select_rounds"]),
         lambda: routing_run_rows(work, *size["routing"]),
+        lambda: report_rows(work / "default" / "routed"),  # the run routing_run_rows made
         lambda: routing_scale_rows(size["routing_scale"][0], rounds=size["routing_scale"][1]),
         lambda: kmeans_rows(size["kmeans"][0], n_init=size["kmeans"][1],
                             train_size=size["kmeans"][2], steps=size["kmeans"][3]),

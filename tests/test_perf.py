@@ -21,6 +21,7 @@ def test_perf_script_writes_every_row_at_tiny_sizes(tmp_path):
                  "evaluation loop", "frozen-backbone stream run", "EWC per-sample importance",
                  "training step: fidelity loss", "per-epoch validation (best_val)",
                  "routing features over a weighted run", "routing at the protocol's scale",
+                 "`iqacl report` of a six-dataset run", "report.html of a six-dataset run",
                  "K-means for one KonIQ-sized",
                  "TSN evaluation: one pass per seen task",
                  "building the stream", "peak memory building", "`iqacl --help`",
