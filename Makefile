@@ -47,7 +47,7 @@ report-shot: weights demo-data
 tables-biqa: weights $(BIQA_DATA)/.complete
 	$(BIN)/iqacl grid experiments/tables/biqa_methods.yaml --out runs/tables/biqa_methods \
 		--base experiments/configs/demo_biqa.yaml --report README.md \
-		--marker biqa-methods-table log.progress=false
+		--marker biqa-methods-table --report-html log.progress=false
 	$(BIN)/iqacl verify runs/tables/biqa_methods
 
 test: weights

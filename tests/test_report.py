@@ -193,6 +193,16 @@ def test_a_grid_page_holds_the_table_links_every_run_and_lists_unfinished(two_ro
     assert "later" not in "".join(r[0] for r in table)  # never averaged in
 
 
+def test_iqacl_grid_report_html_writes_the_page_and_names_it_last(two_row_grid, capsys):
+    page = two_row_grid / "report.html"
+    page.unlink()
+    grid_file = two_row_grid.parent / "grid.yaml"
+    assert main(["grid", str(grid_file), "--out", str(two_row_grid), "--report-html",
+                 "--column", "mPI"]) == 0  # both runs finished: nothing is run again
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {page}"
+    assert "mPI per row" in page.read_text()
+
+
 def test_report_of_a_folder_without_runs_says_what_to_pass(tmp_path):
     assert "no results.json" in one_line_error(write_report, tmp_path)
 
