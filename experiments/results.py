@@ -146,6 +146,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def routing_record(router, test: StagePredictions) -> dict | None:
+    """results.json's routing: how heads scored (the HeadRouting plugin's record), and the
+    routing matrices and accuracy from the saved weights (predictions/*.csv weight_<name>)."""
+    if router is None:
+        return None
+    derived = test.routing() or {}
+    accuracy = derived.get("accuracy", {})
+    return {**router.record(), **derived,
+            "mean_accuracy": {s: float(np.nanmean(a)) if not all(np.isnan(a)) else None
+                              for s, a in accuracy.items()}}
+
+
 def source_commit() -> str | None:
     """The suite's git commit ("+dirty" with uncommitted changes to tracked files), or None
     where it is not a git checkout (an installed wheel)."""

@@ -36,7 +36,7 @@ from benchmarks.stream import Stream, build_stream, check_dropped, joint_experie
 from models import make_loss
 from models.iqa import MultiHeadIQAModel
 from strategies import StrategyParts, StrategySpec, get_strategy, make_strategy
-from strategies.routing import TASK_AWARE, HeadRouting
+from strategies.routing import TASK_AWARE, HeadRouting, check_heads
 
 from .checkpoint import (
     STARTED,
@@ -55,7 +55,7 @@ from .loggers import CSVMetricLogger
 from .memory import strategy_memory
 from .model_setup import model_from_config
 from .recipe import FreshOptimizer, LRSchedule, make_optimizer, recipe_record, training_stds
-from .results import StagePredictions, atomic_file, write_plots, write_run
+from .results import StagePredictions, atomic_file, routing_record, write_plots, write_run
 from .selection import BestValidation, ValidationCurve
 from .template import IQATemplate
 from .wandb_log import WandbLogger
@@ -262,7 +262,7 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
     for plugin in parts.plugins:  # before any training or --resume: the initial model
         if hasattr(plugin, "see_initial_model"):  # (the routing network; single's start)
             plugin.see_initial_model(model)
-    check_heads(config, spec, model)
+    check_heads(config["eval"]["heads"], spec.name, spec.protocol, model)
     if frozen and config["model"]["cache_features"]:
         stream = cached_features(config, stream, model, device)
     std_tables = training_stds(config, stream)
@@ -272,31 +272,6 @@ def prepare(config: dict, out: Path | None = None, resume_step: int | None = Non
     if std_tables is not None:
         trainer.strategy._criterion.set_std(std_tables)
     return Benchmark(config, spec, parts, stream, trainer, device, wandb_logger, loggers)
-
-
-def check_heads(config: dict, spec: StrategySpec, model: torch.nn.Module) -> None:
-    heads = config["eval"]["heads"]
-    if heads == "oracle":
-        return
-    if spec.protocol != "stream":
-        raise UserError(f"eval.heads = {heads}: strategy '{spec.name}' trains one model on "
-                        "everything (one head); use eval.heads=oracle")
-    if not isinstance(model, MultiHeadIQAModel):
-        raise UserError(f"eval.heads = {heads} chooses among one head per task; set "
-                        "model.heads=per_task (or use a per-task strategy such as packnet)")
-
-
-def routing_record(bench: Benchmark, test: StagePredictions) -> dict | None:
-    """results.json's routing: how heads scored, and the routing matrices and accuracy
-    (from the saved weights; predictions/*.csv hold them as weight_<dataset>)."""
-    router = bench.router
-    if router is None:
-        return None
-    derived = test.routing() or {}
-    accuracy = derived.get("accuracy", {})
-    return {**router.record(), **derived,
-            "mean_accuracy": {s: float(np.nanmean(a)) if not all(np.isnan(a)) else None
-                              for s, a in accuracy.items()}}
 
 
 def cached_features(config: dict, stream: Stream, model: torch.nn.Module,
@@ -470,7 +445,7 @@ def run(config: dict, out: str | Path, resume: bool = False) -> dict:
         protocol=bench.spec.protocol, uses_task_labels=bench.uses_task_labels,
         train_loss=bench.trainer.losses.per_experience, wall_time_s=time.time() - started,
         device=str(bench.device), memory=strategy_memory(bench), model=model_info(bench),
-        threads=torch.get_num_threads(), routing=routing_record(bench, test),
+        threads=torch.get_num_threads(), routing=routing_record(bench.router, test),
         training=recipe_record(bench.config,
                                ["joint"] if bench.spec.protocol == "joint" else bench.stream.names,
                                bench.trainer.schedule, bench.trainer.selection),

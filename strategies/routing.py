@@ -225,6 +225,20 @@ class HeadRouting(SupervisedPlugin):
         return out
 
 
+def check_heads(heads: str, strategy: str, protocol: str, model: torch.nn.Module) -> None:
+    """eval.heads other than oracle chooses among one head per task, through a stream."""
+    from models.iqa import MultiHeadIQAModel
+
+    if heads == "oracle":
+        return
+    if protocol != "stream":
+        raise UserError(f"eval.heads = {heads}: strategy '{strategy}' trains one model on "
+                        "everything (one head); use eval.heads=oracle")
+    if not isinstance(model, MultiHeadIQAModel):
+        raise UserError(f"eval.heads = {heads} chooses among one head per task; set "
+                        "model.heads=per_task (or use a per-task strategy such as packnet)")
+
+
 def as_unit(x: torch.Tensor) -> torch.Tensor:
     """Images as floats in [0, 1] (uint8 ones divided by 255)."""
     return x.float().div(255) if x.dtype == torch.uint8 else x
