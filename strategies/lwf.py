@@ -8,8 +8,6 @@ With per-task heads, every earlier task's head is distilled on the new data.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
@@ -19,16 +17,15 @@ from models.loss import pairwise_ranking_loss
 
 from .passes import bookkeeping
 from .registry import StrategyParts, register_strategy
+from .teacher import FrozenTeacher
 
 
-class ScoreLwFPlugin(SupervisedPlugin):
+class ScoreLwFPlugin(FrozenTeacher, SupervisedPlugin):
     def __init__(self, alpha: float = 1.0, ranking_weight: float = 0.0, margin: float = 0.1):
         super().__init__()
         self.alpha = alpha
         self.ranking_weight = ranking_weight
         self.margin = margin
-        self.prev_model: torch.nn.Module | None = None
-        self._pending_state: dict | None = None
 
     def distillation(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         loss = self.alpha * F.mse_loss(new, old)
@@ -54,23 +51,10 @@ class ScoreLwFPlugin(SupervisedPlugin):
         strategy.loss += loss
 
     def before_training_exp(self, strategy, **kwargs) -> None:
-        if self._pending_state is not None:
-            self.prev_model = copy.deepcopy(strategy.model).eval()
-            self.prev_model.load_state_dict(self._pending_state)
-            self._pending_state = None
+        self.restore_teacher(strategy.model)
 
     def after_training_exp(self, strategy, **kwargs) -> None:
-        self.prev_model = copy.deepcopy(strategy.model).eval()
-        for p in self.prev_model.parameters():
-            p.requires_grad_(False)
-
-    def state_dict(self) -> dict:
-        return {"prev_model": None if self.prev_model is None else
-                {k: v.detach().clone() for k, v in self.prev_model.state_dict().items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        # The teacher's architecture is the student's: rebuilt at the next experience.
-        self._pending_state = state["prev_model"]
+        self.keep_teacher(strategy.model)
 
 
 # alpha = 1 chosen by `make search` on the demo stream's validation splits.

@@ -13,8 +13,6 @@ whatever `model.heads` says. The shared-head LwF is `lwf`.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from avalanche.core import SupervisedPlugin
 
@@ -24,9 +22,10 @@ from models.loss import fidelity_to_teacher, mse_to_teacher
 
 from .passes import bookkeeping
 from .registry import StrategyParts, register_strategy
+from .teacher import FrozenTeacher
 
 
-class HeadDistillation(SupervisedPlugin):
+class HeadDistillation(FrozenTeacher, SupervisedPlugin):
     """The old model, the student's backbone features of the minibatch, and D per head.
 
     The student's features are taken from its own training forward (a hook on the
@@ -36,8 +35,6 @@ class HeadDistillation(SupervisedPlugin):
     def __init__(self, lam: float = 10.0, name: str = "lwf_heads"):
         super().__init__()
         self.lam, self.name = lam, name
-        self.prev_model: MultiHeadIQAModel | None = None
-        self._pending_state: dict | None = None
         self._features: torch.Tensor | None = None
         self._hook = None
 
@@ -88,13 +85,8 @@ class HeadDistillation(SupervisedPlugin):
         if not isinstance(strategy.model, MultiHeadIQAModel) or strategy.model.task_features:
             raise UserError(f"{self.name}: needs a multi-head model with one backbone "
                             "(model.heads=per_task)")
-        if self._pending_state is not None:
-            # The student already has this experience's new head; the old model had not.
-            self.prev_model = copy.deepcopy(strategy.model).eval()
-            missing, unexpected = self.prev_model.load_state_dict(self._pending_state,
-                                                                  strict=False)
-            assert not unexpected and all(k.startswith("heads.") for k in missing), missing
-            self._pending_state = None
+        # The student already has this experience's new head; the old model had not.
+        self.restore_teacher(strategy.model, grown="heads.")
         self._hook = strategy.model.backbone.register_forward_hook(self._keep_features)
 
     def _keep_features(self, module, inputs, output) -> None:
@@ -104,18 +96,7 @@ class HeadDistillation(SupervisedPlugin):
         if self._hook is not None:
             self._hook.remove()
             self._hook, self._features = None, None
-        self.prev_model = copy.deepcopy(strategy.model).eval()
-        for p in self.prev_model.parameters():
-            p.requires_grad_(False)
-
-    # -- the state contract -----------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"prev_model": None if self.prev_model is None else
-                {k: v.detach().clone() for k, v in self.prev_model.state_dict().items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        # The teacher's architecture is the student's: rebuilt at the next experience.
-        self._pending_state = state["prev_model"]
+        self.keep_teacher(strategy.model)
 
 
 # lam = 10 per old head, summed: the continual-BIQA code's value.
