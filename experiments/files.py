@@ -26,6 +26,7 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would keep a shared page private
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -36,3 +37,10 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
 def atomic_write(path: Path, text: str) -> None:
     with atomic_file(path) as fh:
         fh.write(text)
+
+
+def umask() -> int:
+    """The process's umask (read by setting it, then put back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

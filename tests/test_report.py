@@ -121,6 +121,9 @@ def check_run_page(run_dir: Path) -> Page:
 
 def test_a_run_writes_its_page_with_the_numbers_of_results_json(demo_run, capsys):
     page = check_run_page(demo_run)
+    from experiments.files import umask
+
+    assert (demo_run / "report.html").stat().st_mode & 0o777 == 0o666 & ~umask()  # shareable
     # heatmaps (3), curves, scatter: each a decodable PNG
     assert len(page.images) == 5
     results = json.loads((demo_run / "results.json").read_text())
