@@ -31,13 +31,14 @@ def routing_run_rows(work: Path, scale: float, size: int, epochs: int = 3) -> li
             f"train.epochs={epochs}", f"train.warmup_epochs={min(1, epochs - 1)}"]
     small = ["eval.routing.network=mobilenet_v3_small",
              f"eval.routing.image_size={max(16, size // 2)}"]
-    return [routing_run_row(work / "default", args, "the initial MobileNetV2, test images "
-                            "as given"),
-            routing_run_row(work / "small", args + small, f"MobileNetV3-Small at "
-                            f"{max(16, size // 2)} px (eval.routing.network, image_size)")]
+    return [routing_run_row(work / "default", args, "the initial MobileNetV2",
+                            "test images as given"),
+            routing_run_row(work / "small", args + small,
+                            f"MobileNetV3-Small at {max(16, size // 2)} px",
+                            "eval.routing.network and image_size")]
 
 
-def routing_run_row(work: Path, args: list[str], router: str) -> Row:
+def routing_run_row(work: Path, args: list[str], router: str, how: str) -> Row:
     """One weighted run: routing feature seconds against the rest of its evaluation."""
     from experiments.config import load_config
     from experiments.run import Trainer, run
@@ -73,16 +74,16 @@ def routing_run_row(work: Path, args: list[str], router: str) -> Row:
     counts = results["counts"]
     n_train = sum(c["train"] for c in counts.values())
     n_eval = sum(c["test"] + c["val"] for c in counts.values())
-    note = (f"demo_biqa.yaml, {router}, on the stand-ins ({n_train} training, "
+    note = (f"demo_biqa.yaml, {router} ({how}), on the stand-ins ({n_train} training, "
             f"{n_eval} test + val images), CPU: routing features {seconds['features']:.1f} s "
             f"(each test image once, cached; each training image once, for its task's "
             f"prototypes: {n_train} of the {n_train + n_eval} images a frozen-network pass "
             f"sees), the run's other evaluation {rest:.1f} s, K-means {seconds['kmeans']:.1f} s "
             f"(not counted). The training images' pass is the method's: the field fits each "
             f"task's prototypes on all its training images")
-    return Row(f"routing features over a weighted run vs its evaluation, {router.split(',')[0]}"
-               " (time ratio)", seconds["features"], rest, "s/run", 0.10,
-               higher_is_better=False, note=note, samples=[seconds["features"] / rest])
+    return Row(f"routing features over a weighted run vs its evaluation, {router} (time ratio)",
+               seconds["features"], rest, "s/run", 0.10, higher_is_better=False, note=note,
+               samples=[seconds["features"] / rest])
 
 
 # The six datasets' labelled images (docs/BIQA.md) and this suite's passes over them in a
