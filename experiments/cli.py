@@ -99,7 +99,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         from .grid_report import GRID_COLUMNS, write_grid_report
 
         page = write_grid_report(args.out, args.metric, args.column,
-                                 spec.get("columns") and [*spec["columns"]] or GRID_COLUMNS)
+                                 spec.get("columns") or GRID_COLUMNS)
         print(f"report: {page}")
     if failures:
         print(f"{len(failures)} run(s) failed (listed above); the table holds the others. "

@@ -89,8 +89,8 @@ DEFAULTS: dict[str, Any] = {
             "argmax": False,       # score by the most likely task's head alone
             "network": "initial",  # the routing network: the initial model, or a smaller
                                    # frozen backbone by name (as the field's SCNN branch)
-            "image_size": None,    # the shorter side the routing network sees (None: as
-                                   # the test transform gives); smaller is cheaper
+            "image_size": None,    # the routing network sees each image resized to this
+                                   # square (None: as the test transform gives); cheaper
         },
     },
     "strategy": {"name": "naive"},

@@ -17,7 +17,7 @@ from benchmarks.errors import UserError
 from . import plots
 from .files import atomic_write
 from .report import REPORT, environment, png, try_run_report
-from .table import DEFAULT_SUMMARY, _best, _digits, format_mean_std, group_runs, load_runs, rows
+from .table import _best, _digits, format_mean_std, group_runs, load_runs, rows
 
 GRID_COLUMNS = ("ACC", "BWT", "FWT", "forgetting", "mPI", "mSI", "mPSI", "mPSR")
 
@@ -76,7 +76,7 @@ def write_grid_report(grid_dir: str | Path, metric: str = "srcc", column: str = 
     grid_dir = Path(grid_dir)
     if not grid_dir.is_dir():
         raise UserError(f"{grid_dir}: not a folder of runs")
-    context = grid_context(grid_dir, metric, column, columns or DEFAULT_SUMMARY)
+    context = grid_context(grid_dir, metric, column, columns)
     html = environment().get_template("grid.html.j2").render(**context)
     atomic_write(grid_dir / REPORT, html)
     return grid_dir / REPORT

@@ -127,10 +127,10 @@ def scatters(results: dict, run_dir: Path, path: Target) -> Target:
     for j, name in enumerate(names):
         ax = axes[j // cols][j % cols]
         own = min(j, last)
-        for stage, colour, label in ((own, "tab:blue", f"after {names[own]}"),
-                                     (last, "tab:red", f"after {names[last]} (last)")):
-            if stage == own and stage == last and colour == "tab:red":
-                continue  # the last dataset: its own experience is the last
+        shown_stages = [(own, "tab:blue", f"after {names[own]}")]
+        if own != last:  # the last dataset's own experience is the last one
+            shown_stages.append((last, "tab:red", f"after {names[last]} (last)"))
+        for stage, colour, label in shown_stages:
             csv = run_dir / "predictions" / f"after_{stage}" / f"{file_name(name)}.csv"
             frame = pd.read_csv(csv)
             srcc = results["matrices"]["srcc"][stage][j]
@@ -155,11 +155,11 @@ def grid_matrices(groups: list, metric: str, path: Target) -> Target:
     names = groups[0].first["experiences"]
     fig, axes = plt.subplots(1, n, figsize=(0.55 * len(names) * n + 2, 0.55 * len(names) + 2),
                              squeeze=False)
+    from .table import mean_over_runs
+
     im = None
     for ax, g in zip(axes[0], groups, strict=True):
-        mats = np.array([[[np.nan if v is None else v for v in row]
-                          for row in r["matrices"][metric]] for r in g.runs], dtype=float)
-        mean = np.nanmean(mats, axis=0)
+        mean = mean_over_runs(g.runs, lambda r: r["matrices"][metric])
         im = ax.imshow(mean, cmap="RdYlGn", vmin=-1.0, vmax=1.0)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         stages = ["joint"] if len(mean) == 1 else names
@@ -204,10 +204,10 @@ def plot_run(results: dict, out: Path) -> list[Path]:
 
 def mean_heatmap(runs: list[dict], metric: str, path: Path, label: str) -> Path:
     """Heatmap of the mean matrix (and initial row) over several seeds' runs."""
+    from .table import mean_over_runs
+
     def mean(rows_of):
-        arr = np.array([[[np.nan if v is None else v for v in row] for row in rows_of(r)]
-                        for r in runs], dtype=float)
-        return np.nanmean(arr, axis=0).tolist()
+        return mean_over_runs(runs, rows_of).tolist()
 
     first = runs[0]
     results = {**first, "strategy": f"{label}, mean of {len(runs)} seeds",

@@ -126,12 +126,11 @@ def routing(results: dict) -> dict | None:
 def run_context(results: dict, run_dir: Path) -> dict:
     names = results["experiences"]
     has_predictions = (run_dir / "predictions").is_dir()
-    config = {k: v for k, v in results["config"].items()}
     return {
         "title": f"{results['strategy']}: {' → '.join(names)}",
         "names": names, "results": results, "provenance": provenance(results),
         "versions": results.get("versions") or {},
-        "config": yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+        "config": yaml.safe_dump(results["config"], sort_keys=False, allow_unicode=True),
         "summary_keys": SUMMARY, "metrics": METRICS,
         "matrices": {m: {"rows": matrix_rows(results, m),
                          "image": png(lambda b, m=m: plots.heatmap(results, m, b))}

@@ -318,14 +318,20 @@ def _latex(cols: list[str], body: list[dict], best: dict, metric: str) -> str:
     return "\n".join(lines)
 
 
+def mean_over_runs(runs: list[dict], rows_of) -> np.ndarray:
+    """The element-wise mean of `rows_of(run)` (rows of values, nulls allowed) over runs,
+    nulls ignored (NaN where every run has one)."""
+    arr = np.array([[[np.nan if v is None else v for v in row] for row in rows_of(r)]
+                    for r in runs], dtype=float)
+    return np.nanmean(arr, axis=0)
+
+
 def mean_matrices(groups: list[Group], metric: str = "srcc") -> str:
     """The mean forgetting matrix of each group, as Markdown."""
     out = []
     for g in groups:
         names = g.first["experiences"]
-        mats = np.array([[[np.nan if v is None else v for v in row]
-                          for row in r["matrices"][metric]] for r in g.runs], dtype=float)
-        mean = np.nanmean(mats, axis=0)
+        mean = mean_over_runs(g.runs, lambda r: r["matrices"][metric])
         stages = ["joint"] if g.first["protocol"] == "joint" else names
         seeds = f"{len(g.runs)} seed{'s' if len(g.runs) > 1 else ''}"
         out.append(f"**{g.label}** ({metric.upper()}, mean of {seeds})\n")

@@ -11,7 +11,7 @@ Routing features come from a frozen copy of the initial network (`initial`:
 they never drift, so each image's are computed once per run and cached) or
 from the model being trained (`current`: old prototypes go stale). A smaller
 frozen network (`network`: a backbone name, as the field's SCNN branch is)
-or a smaller input (`image_size`: the shorter side the routing network sees)
+or a smaller input (`image_size`: each image resized to that square, one batch)
 makes routing cheaper; every training image passes it once. Features are the
 backbone's pooled output, or (`levels`, TSN's routing) the globally pooled
 outputs of named backbone modules, each with its own prototypes, the weights
